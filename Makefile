@@ -1,0 +1,205 @@
+# Makefile -- how to build, test and poke at Conclave. The targets are the documentation.
+#
+#   make [all]        release build in build/: libconclave.a, conclave, libsim.a,
+#                     conclave-sim, tests/test_*
+#   make run          install deps, build, run `build/conclave serve`
+#   make test         install deps, build build/asan/ (ASan+UBSan), run scripts/run-tests.sh
+#   make bench        time the simulator (scripts/bench.sh)
+#   make soak         MINUTES=N of simulator seeds on the release build
+#   make sim-mutants  build each RAFT_MUTANT_* and check the simulator catches it
+#   make fuzz         build tests/fuzz/fuzz_*.c with libFuzzer, run each FUZZ_SECONDS
+#   make fmt | lint | clean
+#
+# Invariants:
+#  - Sources are found by wildcard. A new src/**/*.c joins libconclave.a, a new sim/*.c
+#    joins libsim.a, a new tests/unit/test_*.c becomes its own cmocka binary. The
+#    entry points src/main.c and sim/main.c are linked only if they exist.
+#  - One build dir $(B) holds one flavour. Its compiler and flags are recorded in
+#    $(B)/.flags; when they change (e.g. CC=clang), everything in $(B) rebuilds.
+#  - Flavours (asan, mutants, fuzz) are these same rules run by a recursive $(MAKE) with
+#    another B, so they sit side by side and are safe under -j.
+#
+# Sections: knobs | flags | sources | build rules | flavours | run/test/bench | hygiene.
+
+# ---- knobs (override on the command line: make CC=clang WERROR=1) ----------------------
+CC           ?= cc
+AR           ?= ar
+B            ?= build
+WERROR       ?= 0
+SAN          ?=
+EXTRA_CFLAGS ?=
+MINUTES      ?= 10
+FUZZ_SECONDS ?= 60
+V            ?= 0
+
+MUTANTS := COMMIT_PREV_TERM VOTE_NO_UPTODATE VOTE_BEFORE_PERSIST APPEND_ACK_BEFORE_PERSIST READINDEX_EARLY ACCEPT_STALE_TERM
+
+MAKEFLAGS += --no-print-directory
+SHELL     := /bin/bash
+.DELETE_ON_ERROR:
+.SECONDARY:             # keep test objects that pattern chains would delete
+.DEFAULT_GOAL := all
+
+# `make clean all` must not race the two goals under -j.
+ifneq ($(filter clean,$(MAKECMDGOALS)),)
+.NOTPARALLEL:
+endif
+
+# ---- flags ------------------------------------------------------------------------------
+# -Wno-unused-parameter: env-table callbacks and cmocka's `void **state` ignore arguments
+# by design; silencing each one would be noise.
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+
+ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+ifeq ($(SAN),asan)
+OPT         := -O1 -g $(ASAN_FLAGS)
+SAN_LDFLAGS := $(ASAN_FLAGS)
+else ifeq ($(SAN),fuzz)
+OPT         := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+SAN_LDFLAGS := -fsanitize=fuzzer,address,undefined
+else
+OPT         := -O2 -g
+SAN_LDFLAGS :=
+endif
+
+# Asserts stay on in every flavour: nothing defines NDEBUG.
+ALL_CPPFLAGS := -Isrc -Isim -Iinclude -D_POSIX_C_SOURCE=200809L $(CPPFLAGS)
+ALL_CFLAGS   := -std=c17 $(OPT) $(WARN) -pthread $(CFLAGS) $(EXTRA_CFLAGS)
+ALL_LDFLAGS  := -pthread $(SAN_LDFLAGS) $(LDFLAGS)
+ALL_LDLIBS   := $(LDLIBS) -lm
+
+ifeq ($(V),1)
+Q :=
+say :=
+else
+Q := @
+say = @printf '  %-6s %s\n' $(1) $(2);
+endif
+
+# ---- sources ----------------------------------------------------------------------------
+LIB_SRC  := $(filter-out src/main.c,$(sort $(shell find src -name '*.c' 2>/dev/null)))
+SIM_SRC  := $(filter-out sim/main.c,$(sort $(wildcard sim/*.c)))
+TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+
+obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
+
+LIBCONCLAVE  := $(if $(LIB_SRC),$(B)/libconclave.a)
+LIBSIM       := $(if $(SIM_SRC),$(B)/libsim.a)
+BIN_CONCLAVE := $(if $(wildcard src/main.c),$(B)/conclave)
+BIN_SIM      := $(if $(wildcard sim/main.c),$(B)/conclave-sim)
+TESTS        := $(patsubst tests/unit/%.c,$(B)/tests/%,$(TEST_SRC))
+FUZZERS      := $(patsubst tests/fuzz/%.c,$(B)/%,$(FUZZ_SRC))
+
+ALL_SRC := $(LIB_SRC) $(SIM_SRC) $(TEST_SRC) $(wildcard src/main.c sim/main.c)
+
+# ---- build rules ------------------------------------------------------------------------
+.PHONY: all sim-bin fuzz-bins FORCE
+all: $(LIBCONCLAVE) $(BIN_CONCLAVE) $(LIBSIM) $(BIN_SIM) $(TESTS)
+sim-bin: $(BIN_SIM)
+fuzz-bins: $(FUZZERS)
+
+FLAGS_LINE := $(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) | $(ALL_LDFLAGS) $(ALL_LDLIBS)
+$(B)/.flags: FORCE
+	@mkdir -p $(@D)
+	@echo '$(FLAGS_LINE)' | cmp -s - $@ || echo '$(FLAGS_LINE)' > $@
+
+$(B)/obj/%.o: %.c $(B)/.flags
+	@mkdir -p $(@D)
+	$(call say,CC,$<)$(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(B)/libconclave.a: $(call obj,$(LIB_SRC))
+	$(call say,AR,$@)rm -f $@ && $(AR) rcs $@ $^
+
+$(B)/libsim.a: $(call obj,$(SIM_SRC))
+	$(call say,AR,$@)rm -f $@ && $(AR) rcs $@ $^
+
+link = $(call say,LINK,$@)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter %.o %.a,$^) $(1) $(ALL_LDLIBS)
+
+$(B)/conclave: $(call obj,src/main.c) $(LIBCONCLAVE)
+	$(call link)
+
+$(B)/conclave-sim: $(call obj,sim/main.c) $(LIBSIM) $(LIBCONCLAVE)
+	$(call link)
+
+$(B)/tests/%: $(B)/obj/tests/unit/%.o $(LIBSIM) $(LIBCONCLAVE)
+	@mkdir -p $(@D)
+	$(call link,-lcmocka)
+
+$(B)/fuzz_%: $(B)/obj/tests/fuzz/fuzz_%.o $(LIBCONCLAVE)
+	$(call link)
+
+-include $(patsubst %.o,%.d,$(call obj,$(ALL_SRC) $(FUZZ_SRC)))
+
+# ---- flavours ---------------------------------------------------------------------------
+MUTANT_BUILDS := $(addprefix mutant-,$(MUTANTS))
+.PHONY: asan $(MUTANT_BUILDS)
+
+asan:
+	$(MAKE) B=build/asan SAN=asan all
+
+# Each mutant rebuilds everything with -DRAFT_MUTANT_<NAME> in build/mutants/<NAME>/.
+$(MUTANT_BUILDS): mutant-%:
+	$(MAKE) B=build/mutants/$* SAN= EXTRA_CFLAGS='$(EXTRA_CFLAGS) -DRAFT_MUTANT_$*' sim-bin
+
+# ---- run / test / bench -----------------------------------------------------------------
+.PHONY: run test bench soak sim-mutants fuzz
+
+run:
+	@scripts/deps.sh
+	$(MAKE) all
+	$(B)/conclave serve
+
+test:
+	@scripts/deps.sh
+	$(MAKE) B=build/asan SAN=asan all
+	@scripts/run-tests.sh build/asan
+
+bench: all
+	@scripts/bench.sh $(B)
+
+need_sim = @test -x $(B)/conclave-sim || { echo "$@: $(B)/conclave-sim is not built (no sim/main.c yet)" >&2; exit 1; }
+
+soak: all
+	$(need_sim)
+	$(B)/conclave-sim --soak-minutes $(MINUTES) --jobs 2
+
+sim-mutants: $(MUTANT_BUILDS)
+	@scripts/sim-mutants.sh $(MUTANTS)
+
+fuzz:
+ifeq ($(FUZZ_SRC),)
+	@echo "fuzz: no fuzz targets yet (add tests/fuzz/fuzz_<name>.c, see tests/fuzz/README.md)"
+else
+	$(MAKE) B=build/fuzz SAN=fuzz CC=clang fuzz-bins
+	@set -e; for f in $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC)); do \
+	    n=$${f##*/}; mkdir -p build/fuzz/corpus/$$n; \
+	    echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus/$$n \
+	        $$(test -d tests/fuzz/corpus/$$n && echo tests/fuzz/corpus/$$n); \
+	done
+endif
+
+# ---- hygiene ----------------------------------------------------------------------------
+.PHONY: fmt lint clean
+
+FMT_FILES  = $(sort $(shell find src sim tests include -name '*.[ch]' 2>/dev/null))
+LINT_FILES = $(sort $(shell find src sim -name '*.c' 2>/dev/null))
+
+fmt:
+	$(if $(FMT_FILES),clang-format -i $(FMT_FILES),@echo "fmt: no files")
+
+lint:
+	cppcheck --enable=warning,performance,portability --error-exitcode=1 --inline-suppr -q \
+	    --std=c11 -Isrc -Isim -Iinclude -D_POSIX_C_SOURCE=200809L $(wildcard src sim)
+	@if [ -f .clang-tidy ] && [ -n "$(LINT_FILES)" ]; then \
+	    echo "clang-tidy $(words $(LINT_FILES)) files"; \
+	    set -o pipefail; clang-tidy --quiet $(LINT_FILES) -- -std=c17 $(ALL_CPPFLAGS) 2>&1 \
+	        | sed '/^[0-9]* warnings\{0,1\} generated\.$$/d'; \
+	fi
+
+clean:
+	rm -rf build

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# run-tests.sh -- run every unit-test binary and the bounded simulator in one build dir.
+#
+# Usage: scripts/run-tests.sh BUILD_DIR            (make test uses build/asan)
+# Env:   SIM_SEEDS (1000)  SIM_JOBS (2)  UNIT_TIMEOUT (300 s each)  SIM_TIMEOUT (3600 s)
+#
+# Prints one line per suite (PASS/FAIL, name, count, seconds) and ends with the plain
+# line "N passed, M failed"; exits 1 if anything failed or nothing ran. A suite is one
+# BUILD_DIR/tests/test_* binary or one simulator run. For cmocka binaries the counts
+# are the individual tests from "[  PASSED  ] N test(s)." / "[  FAILED  ] N test(s)";
+# a suite whose output has no such line (the simulator, a crash) counts as one test.
+# Each suite's full output is kept in BUILD_DIR/test-logs/<suite>.log, and the tail of
+# a failing one is echoed below its line.
+set -uo pipefail
+
+dir=${1:?usage: run-tests.sh BUILD_DIR}
+logs=$dir/test-logs
+mkdir -p "$logs"
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
+
+passed=0 failed=0 skipped=0 suites=0
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# run_suite NAME TIMEOUT CMD... : run one suite, print its line, add to the totals.
+run_suite() {
+    local name=$1 limit=$2
+    shift 2
+    local log=$logs/$name.log t0 t1 rc p f s note
+    t0=$(now_ms)
+    timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1
+    rc=$?
+    t1=$(now_ms)
+    p=$(awk '/^\[  PASSED  \] [0-9]+ test/ {n += $4} END {print n + 0}' "$log")
+    f=$(awk '/^\[  FAILED  \] [0-9]+ test/ {n += $4} END {print n + 0}' "$log")
+    s=$(awk '/^\[  SKIPPED \] [0-9]+ test/ {n += $4} END {print n + 0}' "$log")
+    if grep -q '^\[==========\] .* test(s) run\.' "$log"; then
+        note="$((p + f + s)) tests"
+    else
+        note=$(grep -E '^sim: ' "$log" | tail -n 1)
+        [ "$rc" -eq 0 ] && p=1
+    fi
+    [ "$rc" -eq 124 ] && note="$note (timed out after ${limit}s)"
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+    suites=$((suites + 1))
+    local verdict=PASS
+    [ "$rc" -eq 0 ] || verdict=FAIL
+    printf '%s  %-28s %-32s %6d.%02ds\n' "$verdict" "$name" "$note" \
+        $(((t1 - t0) / 1000)) $((((t1 - t0) % 1000) / 10))
+    if [ "$verdict" = FAIL ]; then
+        echo "      exit $rc; first errors and last lines of $log:"
+        grep -E -m 3 'ERROR: [A-Za-z]+Sanitizer|runtime error:|FAIL seed=' "$log" | sed 's/^/      ! /'
+        tail -n 25 "$log" | sed 's/^/      | /'
+    fi
+}
+
+for t in "$dir"/tests/test_*; do
+    [ -x "$t" ] || continue
+    run_suite "$(basename "$t")" "${UNIT_TIMEOUT:-300}" "$t"
+done
+
+if [ -x "$dir/conclave-sim" ]; then
+    run_suite conclave-sim "${SIM_TIMEOUT:-3600}" \
+        "$dir/conclave-sim" --seeds "${SIM_SEEDS:-1000}" --jobs "${SIM_JOBS:-2}"
+else
+    echo "SKIP  conclave-sim                 (not built: no sim/main.c yet)"
+fi
+
+if [ "$suites" -eq 0 ]; then
+    echo "run-tests: no test binaries in $dir/tests" >&2
+    echo "0 passed, 0 failed"
+    exit 1
+fi
+summary="$passed passed, $failed failed"
+[ "$skipped" -eq 0 ] || summary="$summary, $skipped skipped"
+echo "$summary"
+[ "$failed" -eq 0 ]

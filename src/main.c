@@ -1,0 +1,86 @@
+/* main.c -- the `conclave` command: find the subcommand, run it, return its exit code.
+ *
+ * Layout: exit codes | usage | subcommands (version, help, serve) | dispatch table | main.
+ * Each subcommand is `static int cli_cmd_<name>(int argc, char **argv)`, where argv[0]
+ * is the subcommand's own name, and returns the process exit code. Results go to
+ * stdout; errors and diagnostics go to stderr, so scripts can pipe the one safely.
+ *
+ * This file only dispatches. As the CLI grows (kv, lock, id, svc, cfg, txn, cluster,
+ * log, gateway) each area moves to src/cli/<area>.c and gets
+ * a row in the table below.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#ifndef CONCLAVE_VERSION
+#define CONCLAVE_VERSION "0.1.0-dev"
+#endif
+
+/* ---- exit codes ------------------------------------------------------------------- */
+
+#define CLI_EXIT_OK          0
+#define CLI_EXIT_USAGE       2 /* bad command line */
+#define CLI_EXIT_UNAVAILABLE 2 /* the subcommand exists but is not built yet */
+
+/* ---- usage ------------------------------------------------------------------------ */
+
+static const char cli_usage_text[] =
+    "usage: conclave <command> [args]\n"
+    "\n"
+    "commands:\n"
+    "  serve     run a Conclave node (not built yet)\n"
+    "  version   print the version\n"
+    "  help      print this help\n"
+    "\n"
+    "The Raft core is exercised today by the simulator: build/conclave-sim --help\n";
+
+/* ---- subcommands ------------------------------------------------------------------ */
+
+static int cli_cmd_version(int argc, char **argv)
+{
+    printf("conclave %s\n", CONCLAVE_VERSION);
+    return CLI_EXIT_OK;
+}
+
+static int cli_cmd_help(int argc, char **argv)
+{
+    fputs(cli_usage_text, stdout);
+    return CLI_EXIT_OK;
+}
+
+static int cli_cmd_serve(int argc, char **argv)
+{
+    fputs("conclave serve: the networked server is not built yet (issue #4); the Raft core "
+          "is exercised by build/conclave-sim — try: build/conclave-sim --seed 1 --verbose\n",
+          stderr);
+    return CLI_EXIT_UNAVAILABLE;
+}
+
+/* ---- dispatch table --------------------------------------------------------------- */
+
+struct cli_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+};
+
+static const struct cli_command cli_commands[] = {
+    {"serve", cli_cmd_serve}, {"version", cli_cmd_version}, {"--version", cli_cmd_version},
+    {"help", cli_cmd_help},   {"-h", cli_cmd_help},         {"--help", cli_cmd_help},
+};
+
+/* ---- main ------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(cli_usage_text, stderr);
+        return CLI_EXIT_USAGE;
+    }
+    for (size_t i = 0; i < sizeof(cli_commands) / sizeof(cli_commands[0]); i++) {
+        if (strcmp(argv[1], cli_commands[i].name) == 0) {
+            return cli_commands[i].run(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "conclave: unknown command '%s'\n\n%s", argv[1], cli_usage_text);
+    return CLI_EXIT_USAGE;
+}
