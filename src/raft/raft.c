@@ -37,7 +37,7 @@ struct progress {
     uint64_t match;
     uint64_t next;
     bool probe_sent;        /* PROBE: one append outstanding, wait for its answer */
-    bool recent_active;     /* heard from since the last CheckQuorum pass */
+    uint64_t heard_tick;    /* r->now when it last answered us (CheckQuorum) */
     uint64_t round_acked;   /* highest heartbeat round acknowledged this term */
     uint32_t hb_stalls;     /* REPLICATE: heartbeat acks while match stood still */
     uint64_t hb_match;      /* match at the previous heartbeat ack */
@@ -115,7 +115,8 @@ struct raft {
     bool commit_bcast_pending; /* new commit index to announce at take */
     uint32_t transfer_target;
     uint32_t transfer_elapsed;
-    uint64_t round;            /* heartbeat rounds sent this term */
+    uint64_t round;            /* heartbeat rounds started this term */
+    uint64_t round_flushed;    /* newest round whose heartbeats left in an update */
     uint64_t round_tick[RAFT_ROUNDS_RING];
     struct read_req *reads;
     uint32_t n_reads, cap_reads;
@@ -291,6 +292,17 @@ int raft_bootstrap_entry(const struct raft_config *c, uint8_t *buf, size_t cap,
 int raft_msg_copy(struct raft_msg *dst, const struct raft_msg *src)
 {
     *dst = *src;
+    if ((src->type == RAFT_MSG_APPEND && src->append.n_entries > 0 && !src->append.entries) ||
+        (src->type == RAFT_MSG_SNAPSHOT && src->snapshot.n_bytes > 0 && !src->snapshot.bytes)) {
+        if (src->type == RAFT_MSG_APPEND) {
+            dst->append.entries = NULL;
+            dst->append.n_entries = 0;
+        } else {
+            dst->snapshot.bytes = NULL;
+            dst->snapshot.n_bytes = 0;
+        }
+        return RAFT_EINVAL;
+    }
     if (src->type == RAFT_MSG_APPEND) {
         dst->append.entries = NULL;
         uint32_t n = src->append.n_entries;
@@ -603,7 +615,7 @@ static void progress_reset(struct raft *r, struct progress *p, uint32_t id)
     p->id = id;
     p->state = RAFT_PROBE;
     p->next = last_index(r) + 1;
-    p->recent_active = true; /* a new leader gives everyone one CheckQuorum period */
+    p->heard_tick = r->now; /* a new leader gives everyone one CheckQuorum period */
 }
 
 /* Makes prs[] hold exactly the servers of the current config, minus self. */
@@ -639,6 +651,7 @@ static void become_leader(struct raft *r)
     r->heartbeat_elapsed = 0;
     r->election_elapsed = 0;
     r->round = 0;
+    r->round_flushed = 0;
     r->n_reads = 0;
     memset(r->prs, 0, sizeof(r->prs));
     progress_sync(r);
@@ -988,7 +1001,7 @@ static void handle_append_resp(struct raft *r, const struct raft_msg *m)
     if (!p)
         return;
     const struct raft_msg_append_resp *a = &m->append_resp;
-    p->recent_active = true;
+    p->heard_tick = r->now;
     if (!a->reject) {
         bool advanced = false;
         if (a->index > p->match) {
@@ -1067,7 +1080,7 @@ static void handle_heartbeat_resp(struct raft *r, const struct raft_msg *m)
     struct progress *p = progress_find(r, m->from);
     if (!p)
         return;
-    p->recent_active = true;
+    p->heard_tick = r->now;
     if (m->heartbeat.round > p->round_acked && m->heartbeat.round <= r->round)
         p->round_acked = m->heartbeat.round;
     if (p->state == RAFT_SNAPSHOTTING) {
@@ -1202,7 +1215,7 @@ static void handle_snapshot_resp(struct raft *r, const struct raft_msg *m)
     struct progress *p = progress_find(r, m->from);
     if (!p)
         return;
-    p->recent_active = true;
+    p->heard_tick = r->now;
     const struct raft_msg_snapshot_resp *s = &m->snapshot_resp;
     if (p->state != RAFT_SNAPSHOTTING || s->index != p->snap_index)
         return;
@@ -1295,7 +1308,9 @@ static void process_reads(struct raft *r)
         struct read_req *rq = &r->reads[i];
         if (rq->index == 0 && committed_in_term(r)) {
             rq->index = max_u64(r->commit, 1);
-            rq->round = r->round + 1;
+            /* A round whose heartbeats have not left yet still proves
+             * leadership after this read arrived, so the read may join it. */
+            rq->round = r->round > r->round_flushed ? r->round : r->round + 1;
         }
         if (rq->index != 0 && rq->round <= q) {
             answer_read(r, rq, rq->index, 0);
@@ -1450,6 +1465,19 @@ void raft_free(struct raft *r)
     free(r);
 }
 
+/* Did a quorum of voters (counting this leader) answer within the last
+ * election timeout? Checked every tick, so the step-down is not late. */
+static bool quorum_heard(const struct raft *r)
+{
+    uint32_t active = is_voter(r, r->o.id);
+    for (uint32_t i = 0; i < RAFT_SERVERS_MAX; i++) {
+        const struct progress *p = &r->prs[i];
+        if (p->id != 0 && is_voter(r, p->id) && r->now - p->heard_tick < r->o.election_ticks)
+            active++;
+    }
+    return active >= quorum(r);
+}
+
 void raft_tick(struct raft *r)
 {
     r->now++;
@@ -1457,23 +1485,12 @@ void raft_tick(struct raft *r)
         r->election_elapsed++;
         if (r->transfer_target != 0 && ++r->transfer_elapsed >= r->o.election_ticks)
             r->transfer_target = 0; /* thesis §3.10: abort a transfer that stalls */
-        if (r->election_elapsed >= r->o.election_ticks) {
+        if (r->election_elapsed >= r->o.election_ticks)
             r->election_elapsed = 0;
-            if (r->o.check_quorum) {
-                /* thesis §6.2: a leader that cannot reach a quorum steps down */
-                uint32_t active = is_voter(r, r->o.id);
-                for (uint32_t i = 0; i < RAFT_SERVERS_MAX; i++) {
-                    struct progress *p = &r->prs[i];
-                    if (p->id == 0)
-                        continue;
-                    active += p->recent_active && is_voter(r, p->id);
-                    p->recent_active = false;
-                }
-                if (active < quorum(r)) {
-                    become_follower(r, r->term, 0);
-                    return;
-                }
-            }
+        if (r->o.check_quorum && !quorum_heard(r)) {
+            /* thesis §6.2: a leader that cannot reach a quorum steps down */
+            become_follower(r, r->term, 0);
+            return;
         }
         if (++r->heartbeat_elapsed >= r->o.heartbeat_ticks) {
             r->heartbeat_elapsed = 0;
@@ -1490,6 +1507,20 @@ void raft_tick(struct raft *r)
     }
 }
 
+/* True while this server promises not to help elect a new leader: it heard
+ * from the current one less than an election timeout ago. With lease reads a
+ * freshly started server also waits one timeout, because its memory of the
+ * last heartbeat died with the previous process and a leader's lease may
+ * still count on it. */
+static bool in_leader_lease(const struct raft *r)
+{
+    if (!r->o.check_quorum)
+        return false;
+    if (r->leader != 0 && r->election_elapsed < r->o.election_ticks)
+        return true;
+    return r->o.lease_read && r->now < r->o.election_ticks;
+}
+
 static bool msg_valid(const struct raft *r, const struct raft_msg *m)
 {
     if (m->type < 1 || m->type > RAFT_MSG_TYPE_MAX)
@@ -1498,7 +1529,7 @@ static bool msg_valid(const struct raft *r, const struct raft_msg *m)
         return false;
     if (m->type == RAFT_MSG_APPEND) {
         const struct raft_msg_append *a = &m->append;
-        if (a->n_entries > 0 && !a->entries)
+        if (a->n_entries > RAFT_APPEND_ENTRIES_MAX || (a->n_entries > 0 && !a->entries))
             return false;
         if (a->prev_term > m->term)
             return false;
@@ -1537,8 +1568,7 @@ int raft_step(struct raft *r, const struct raft_msg *m)
                        m->type == RAFT_MSG_SNAPSHOT || m->type == RAFT_MSG_TIMEOUT_NOW;
 
     if (m->term > r->term) {
-        if (is_vote_req && r->o.check_quorum && !m->vote.transfer && r->leader != 0 &&
-            r->election_elapsed < r->o.election_ticks)
+        if (is_vote_req && !m->vote.transfer && in_leader_lease(r))
             return 0; /* thesis §4.2.3: we hear from a leader; ignore disruptors */
         bool keep_term = m->type == RAFT_MSG_PREVOTE ||
                          (m->type == RAFT_MSG_PREVOTE_RESP && m->vote_resp.granted);
@@ -1802,7 +1832,8 @@ void raft_update_take(struct raft *r, struct raft_update *u)
         r->unstable_from = last_index(r) + 1;
     }
     struct raft_hard_state hs = {r->term, r->vote, r->commit};
-    if (memcmp(&hs, &r->hs_emitted, sizeof(hs)) != 0) {
+    if (hs.term != r->hs_emitted.term || hs.vote != r->hs_emitted.vote ||
+        hs.commit != r->hs_emitted.commit) {
         u->hard_state_changed = true;
         u->hard_state = hs;
         r->hs_emitted = hs;
@@ -1810,6 +1841,7 @@ void raft_update_take(struct raft *r, struct raft_update *u)
 
     outbox_resolve(r, &r->now_box);
     outbox_resolve(r, &r->after_box);
+    r->round_flushed = r->round;
     u->msgs_now = r->now_box.pub;
     u->n_msgs_now = r->now_box.n_pub;
     u->msgs_after_persist = r->after_box.pub;
@@ -1867,7 +1899,7 @@ uint32_t raft_progress(const struct raft *r, struct raft_progress_info *out, uin
         out[n++] = (struct raft_progress_info){
             .id = p->id, .role = (uint8_t)raft_config_role(&r->config, p->id),
             .state = p->state, .match = p->match, .next = p->next,
-            .recent_active = p->recent_active};
+            .recent_active = r->now - p->heard_tick < r->o.election_ticks};
     }
     return n;
 }
