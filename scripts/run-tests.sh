@@ -3,12 +3,20 @@
 #
 # Usage: scripts/run-tests.sh BUILD_DIR            (make test uses build/asan)
 # Env:   SIM_SEEDS (1000)  SIM_JOBS (2)  UNIT_TIMEOUT (300 s each)  SIM_TIMEOUT (3600 s)
+#        FUZZ_SMOKE_SECONDS (15 per fuzz target; 0 skips the fuzz smoke)
 #
 # Prints one line per suite (PASS/FAIL, name, count, seconds) and ends with the plain
 # line "N passed, M failed"; exits 1 if anything failed or nothing ran. A suite is one
-# BUILD_DIR/tests/test_* binary or one simulator run. For cmocka binaries the counts
-# are the individual tests from "[  PASSED  ] N test(s)." / "[  FAILED  ] N test(s)";
-# a suite whose output has no such line (the simulator, a crash) counts as one test.
+# BUILD_DIR/tests/test_* binary, one simulator run, or one fuzz target's smoke run.
+# For cmocka binaries the counts are the individual tests from "[  PASSED  ] N test(s)."
+# / "[  FAILED  ] N test(s)"; a suite whose output has no such line (the simulator, a
+# fuzz run, a crash) counts as one test.
+#
+# Fuzz smoke: when clang can link libFuzzer, the tests/fuzz/fuzz_*.c targets are built
+# with the Makefile's fuzz flavour (build/fuzz, `make fuzz-bins`) and each runs for
+# FUZZ_SMOKE_SECONDS on its corpus (tests/fuzz/corpus/<target> seeds, findings kept in
+# build/fuzz/corpus/<target>); crash inputs land in BUILD_DIR/test-logs/. A failed build
+# is one failed suite. Without clang or libFuzzer the smoke is skipped with a SKIP line.
 # Each suite's full output is kept in BUILD_DIR/test-logs/<suite>.log, and the tail of
 # a failing one is echoed below its line.
 set -uo pipefail
@@ -38,6 +46,7 @@ run_suite() {
         note="$((p + f + s)) tests"
     else
         note=$(grep -E '^sim: ' "$log" | tail -n 1)
+        [ -n "$note" ] || note=$(awk '/^stat::number_of_executed_units:/ {n = $2} END {if (n) print n " runs"}' "$log")
         [ "$rc" -eq 0 ] && p=1
     fi
     [ "$rc" -eq 124 ] && note="$note (timed out after ${limit}s)"
@@ -66,6 +75,49 @@ if [ -x "$dir/conclave-sim" ]; then
 else
     echo "SKIP  conclave-sim                 (not built: no sim/main.c yet)"
 fi
+
+# fuzz_smoke: build the libFuzzer targets and run each for FUZZ_SMOKE_SECONDS.
+fuzz_smoke() {
+    local root secs srcs log t0 t1 src name bin seeds
+    root=$(cd "$(dirname "$0")/.." && pwd)
+    secs=${FUZZ_SMOKE_SECONDS:-15}
+    srcs=("$root"/tests/fuzz/fuzz_*.c)
+    [ -e "${srcs[0]}" ] || return 0
+    if [ "$secs" -eq 0 ]; then
+        echo "SKIP  fuzz smoke                   (FUZZ_SMOKE_SECONDS=0)"
+        return 0
+    fi
+    if ! command -v clang >/dev/null 2>&1 ||
+        ! printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n' |
+        clang -x c -fsanitize=fuzzer -o /dev/null - >/dev/null 2>&1; then
+        echo "SKIP  fuzz smoke                   (clang with libFuzzer not available)"
+        return 0
+    fi
+    log=$logs/fuzz-build.log
+    t0=$(now_ms)
+    if ! make -C "$root" -j"${FUZZ_BUILD_JOBS:-2}" B=build/fuzz SAN=fuzz CC=clang fuzz-bins \
+        >"$log" 2>&1; then
+        t1=$(now_ms)
+        printf '%s  %-28s %-32s %6d.%02ds\n' FAIL fuzz-build "make fuzz-bins failed" \
+            $(((t1 - t0) / 1000)) $((((t1 - t0) % 1000) / 10))
+        grep -E -m 5 'error' "$log" | sed 's/^/      ! /'
+        tail -n 15 "$log" | sed 's/^/      | /'
+        failed=$((failed + 1)) suites=$((suites + 1))
+        return 0
+    fi
+    for src in "${srcs[@]}"; do
+        name=$(basename "$src" .c)
+        bin=$root/build/fuzz/$name
+        mkdir -p "$root/build/fuzz/corpus/$name"
+        seeds=()
+        [ -d "$root/tests/fuzz/corpus/$name" ] && seeds=("$root/tests/fuzz/corpus/$name")
+        run_suite "$name" $((secs + 120)) "$bin" -max_total_time="$secs" \
+            -print_final_stats=1 -artifact_prefix="$logs/$name-" \
+            "$root/build/fuzz/corpus/$name" "${seeds[@]}"
+    done
+}
+
+fuzz_smoke
 
 if [ "$suites" -eq 0 ]; then
     echo "run-tests: no test binaries in $dir/tests" >&2

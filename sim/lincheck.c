@@ -759,7 +759,7 @@ static uint32_t lin_drop_unobserved(struct lin_ws *ws, uint32_t n)
     for (uint32_t j = 0; j < n; j++)
         any_noswap = any_noswap || (k[j].kind == LIN_CAS && lin_is_read(&k[j]));
     for (uint32_t i = 0; i < n; i++) {
-        int64_t v;
+        int64_t v = 0;
         drop[i] = !any_noswap && k[i].unknown && lin_writes(&k[i], &v);
         for (uint32_t j = 0; j < n && drop[i]; j++)
             if ((k[j].kind == LIN_GET && k[j].ret == v) || (k[j].kind == LIN_CAS && k[j].arg == v))

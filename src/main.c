@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/wal_cmd.h"
+
 #ifndef CONCLAVE_VERSION
 #define CONCLAVE_VERSION "0.1.0-dev"
 #endif
@@ -29,6 +31,7 @@ static const char cli_usage_text[] =
     "\n"
     "commands:\n"
     "  serve     run a Conclave node (not built yet)\n"
+    "  wal       check or repair a data directory: wal check|repair --data-dir DIR\n"
     "  version   print the version\n"
     "  help      print this help\n"
     "\n"
@@ -66,6 +69,7 @@ struct cli_command {
 static const struct cli_command cli_commands[] = {
     {"serve", cli_cmd_serve}, {"version", cli_cmd_version}, {"--version", cli_cmd_version},
     {"help", cli_cmd_help},   {"-h", cli_cmd_help},         {"--help", cli_cmd_help},
+    {"wal", cli_wal_main},
 };
 
 /* ---- main ------------------------------------------------------------------------- */

@@ -1,0 +1,316 @@
+/* env_posix.c -- the production env table over POSIX: the only file in core code that
+ * calls open(), pwrite(), fdatasync(), readdir() or clock_gettime() directly.
+ *
+ * Invariants:
+ *   - Every call maps to one POSIX primitive plus EINTR/short-count loops; nothing is
+ *     cached, so what env.h promises is exactly what the kernel promises.
+ *   - sync() is fdatasync() and is never retried: after a failed fsync Linux may mark the
+ *     dirty pages clean and drop them (fsyncgate), so the error is passed up as is.
+ *   - allocate() is posix_fallocate(). Where the filesystem cannot reserve blocks
+ *     (EOPNOTSUPP, EINVAL on some network filesystems) it falls back to ftruncate() to
+ *     the requested size, which keeps the size right but not the space guarantee.
+ *   - File descriptors are opened O_CLOEXEC so a forked helper never inherits the WAL.
+ *
+ * Sections: file handles | files | directories | clock and randomness | the table.
+ */
+#include "base/env.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/assert.h"
+
+#define ENV_POSIX_FILE_MODE 0644 /* data files: owner writes, others may read for backups */
+#define ENV_POSIX_DIR_MODE  0755
+
+/* ---- file handles ----------------------------------------------------------------- */
+
+struct env_file {
+    int fd;
+};
+
+static int env_posix__errno(void)
+{
+    return errno > 0 ? -errno : -EIO;
+}
+
+/* ---- files ------------------------------------------------------------------------ */
+
+static int env_posix_open(struct env *env, const char *path, int flags, struct env_file **out)
+{
+    CC_ASSERT(path != NULL);
+    CC_ASSERT(out != NULL);
+    int oflags = O_CLOEXEC;
+    const int writable = (flags & (ENV_OPEN_WRITE | ENV_OPEN_CREATE | ENV_OPEN_TRUNC)) != 0;
+    oflags |= writable ? O_RDWR : O_RDONLY;
+    if (flags & ENV_OPEN_CREATE) {
+        oflags |= O_CREAT;
+        if (flags & ENV_OPEN_EXCL) {
+            oflags |= O_EXCL;
+        }
+    }
+    if (flags & ENV_OPEN_TRUNC) {
+        oflags |= O_TRUNC;
+    }
+    struct env_file *f = malloc(sizeof(*f));
+    if (f == NULL) {
+        return -ENOMEM;
+    }
+    int fd;
+    do {
+        fd = open(path, oflags, ENV_POSIX_FILE_MODE);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        const int rv = env_posix__errno();
+        free(f);
+        return rv;
+    }
+    f->fd = fd;
+    *out = f;
+    return 0;
+}
+
+static int env_posix_close(struct env *env, struct env_file *f)
+{
+    CC_ASSERT(f != NULL);
+    /* Linux always releases the descriptor, even when close() reports EINTR, so it is
+     * never retried (retrying could close a descriptor another thread just opened). */
+    const int rv = close(f->fd) == 0 ? 0 : env_posix__errno();
+    free(f);
+    return rv == -EINTR ? 0 : rv;
+}
+
+static int env_posix_read_at(struct env *env, struct env_file *f, uint64_t offset, void *buf,
+                             size_t n, size_t *n_read)
+{
+    CC_ASSERT(f != NULL);
+    CC_ASSERT(buf != NULL || n == 0);
+    size_t done = 0;
+    while (done < n) {
+        const ssize_t r = pread(f->fd, (char *)buf + done, n - done, (off_t)(offset + done));
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return env_posix__errno();
+        }
+        if (r == 0) {
+            break;
+        }
+        done += (size_t)r;
+    }
+    *n_read = done;
+    return 0;
+}
+
+static int env_posix_write_at(struct env *env, struct env_file *f, uint64_t offset, const void *buf,
+                              size_t n)
+{
+    CC_ASSERT(f != NULL);
+    CC_ASSERT(buf != NULL || n == 0);
+    size_t done = 0;
+    while (done < n) {
+        const ssize_t w = pwrite(f->fd, (const char *)buf + done, n - done, (off_t)(offset + done));
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return env_posix__errno();
+        }
+        if (w == 0) {
+            return -EIO;
+        }
+        done += (size_t)w;
+    }
+    return 0;
+}
+
+static int env_posix_sync(struct env *env, struct env_file *f)
+{
+    CC_ASSERT(f != NULL);
+    return fdatasync(f->fd) == 0 ? 0 : env_posix__errno();
+}
+
+static int env_posix_truncate(struct env *env, struct env_file *f, uint64_t size)
+{
+    CC_ASSERT(f != NULL);
+    int rv;
+    do {
+        rv = ftruncate(f->fd, (off_t)size);
+    } while (rv != 0 && errno == EINTR);
+    return rv == 0 ? 0 : env_posix__errno();
+}
+
+static int env_posix_size(struct env *env, struct env_file *f, uint64_t *size_out)
+{
+    CC_ASSERT(f != NULL);
+    struct stat st;
+    if (fstat(f->fd, &st) != 0) {
+        return env_posix__errno();
+    }
+    *size_out = (uint64_t)st.st_size;
+    return 0;
+}
+
+static int env_posix_allocate(struct env *env, struct env_file *f, uint64_t offset, uint64_t n)
+{
+    CC_ASSERT(f != NULL);
+    if (n == 0) {
+        return 0;
+    }
+    int rv;
+    do {
+        rv = posix_fallocate(f->fd, (off_t)offset, (off_t)n); /* returns the error */
+    } while (rv == EINTR);
+    if (rv == 0) {
+        return 0;
+    }
+    if (rv != EOPNOTSUPP && rv != EINVAL && rv != ENOSYS) {
+        return -rv;
+    }
+    /* The filesystem cannot reserve: extend the size so offsets stay meaningful. */
+    uint64_t size = 0;
+    rv = env_posix_size(env, f, &size);
+    if (rv != 0 || size >= offset + n) {
+        return rv;
+    }
+    return env_posix_truncate(env, f, offset + n);
+}
+
+/* ---- directories ------------------------------------------------------------------ */
+
+static int env_posix_rename(struct env *env, const char *from, const char *to)
+{
+    return rename(from, to) == 0 ? 0 : env_posix__errno();
+}
+
+static int env_posix_unlink(struct env *env, const char *path)
+{
+    return unlink(path) == 0 ? 0 : env_posix__errno();
+}
+
+static int env_posix_mkdir(struct env *env, const char *path)
+{
+    return mkdir(path, ENV_POSIX_DIR_MODE) == 0 ? 0 : env_posix__errno();
+}
+
+static int env_posix_sync_dir(struct env *env, const char *path)
+{
+    int fd;
+    do {
+        fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        return env_posix__errno();
+    }
+    int rv = fsync(fd) == 0 ? 0 : env_posix__errno();
+    close(fd);
+    return rv;
+}
+
+static int env_posix_list_dir(struct env *env, const char *path, void *arg, env_list_cb cb)
+{
+    CC_ASSERT(cb != NULL);
+    DIR *d = opendir(path);
+    if (d == NULL) {
+        return env_posix__errno();
+    }
+    int rv = 0;
+    for (;;) {
+        errno = 0;
+        const struct dirent *de = readdir(d);
+        if (de == NULL) {
+            rv = errno != 0 ? -errno : 0;
+            break;
+        }
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
+            continue;
+        }
+        rv = cb(arg, de->d_name);
+        if (rv != 0) {
+            break;
+        }
+    }
+    closedir(d);
+    return rv;
+}
+
+/* ---- clock and randomness --------------------------------------------------------- */
+
+static uint64_t env_posix__clock_ms(clockid_t id)
+{
+    struct timespec ts;
+    const int rv = clock_gettime(id, &ts);
+    CC_ASSERT(rv == 0);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t env_posix_mono_ms(struct env *env)
+{
+    return env_posix__clock_ms(CLOCK_MONOTONIC);
+}
+
+static uint64_t env_posix_wall_ms(struct env *env)
+{
+    return env_posix__clock_ms(CLOCK_REALTIME);
+}
+
+static int env_posix_random_bytes(struct env *env, void *buf, size_t n)
+{
+    int fd;
+    do {
+        fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        return env_posix__errno();
+    }
+    size_t done = 0;
+    int rv = 0;
+    while (done < n) {
+        const ssize_t r = read(fd, (char *)buf + done, n - done);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            rv = r < 0 ? env_posix__errno() : -EIO;
+            break;
+        }
+        done += (size_t)r;
+    }
+    close(fd);
+    return rv;
+}
+
+/* ---- the table -------------------------------------------------------------------- */
+
+static struct env env_posix__table = {
+    .impl = NULL,
+    .open = env_posix_open,
+    .close = env_posix_close,
+    .read_at = env_posix_read_at,
+    .write_at = env_posix_write_at,
+    .sync = env_posix_sync,
+    .truncate = env_posix_truncate,
+    .allocate = env_posix_allocate,
+    .size = env_posix_size,
+    .rename = env_posix_rename,
+    .unlink = env_posix_unlink,
+    .mkdir = env_posix_mkdir,
+    .sync_dir = env_posix_sync_dir,
+    .list_dir = env_posix_list_dir,
+    .mono_ms = env_posix_mono_ms,
+    .wall_ms = env_posix_wall_ms,
+    .random_bytes = env_posix_random_bytes,
+};
+
+struct env *env_posix(void)
+{
+    return &env_posix__table;
+}

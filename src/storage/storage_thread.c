@@ -1,0 +1,388 @@
+/* storage_thread.c -- the group-commit worker (storage_thread.h has the contract).
+ *
+ * Invariants:
+ *   - Only the worker touches the WAL between storage_start and storage_stop.
+ *   - The worker takes the WHOLE queue each time it wakes, writes the batches in order,
+ *     then calls wal_sync once for all of them: while one fdatasync runs, everything the
+ *     loop submits piles up for the next one. That is the group commit; nothing waits
+ *     for a timer.
+ *   - Completions are queued in submission order, and each is queued only after the
+ *     sync covering its batch returned, so "durable_index" is never a promise ahead of
+ *     the disk.
+ *   - After the first failed batch nothing more is written (a later batch could depend
+ *     on the failed one); after a fatal error nothing at all is.
+ *   - n_inflight counts batches from submit until poll, and bounds the completion ring,
+ *     so the worker never has to wait for room.
+ *
+ * Locking: one mutex guards the queue, the ring and the counters; the worker never holds
+ * it while doing IO or calling wakeup_cb.
+ *
+ * Sections: types | errors | items | worker | API.
+ */
+#include "storage/storage_thread.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/assert.h"
+
+/* ---- types ------------------------------------------------------------------------ */
+
+enum storage_item_kind { STORAGE_ITEM_BATCH = 1, STORAGE_ITEM_COMPACT = 2 };
+
+struct storage_item {
+    struct storage_item *next;
+    uint8_t kind;
+    uint64_t seq;
+    struct wal_batch b; /* entries point into entries[], bytes into arena */
+    struct raft_entry *entries;
+    uint8_t *arena;
+    uint64_t n_bytes; /* counted against STORAGE_INFLIGHT_BYTES_MAX */
+    uint64_t compact_to;
+    struct storage_completion done;
+    bool written;
+};
+
+struct storage {
+    struct wal *wal;
+    struct storage_options o;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;
+    pthread_cond_t done_cv;
+    struct storage_item *head; /* queued, oldest first */
+    struct storage_item *tail;
+    struct storage_completion ring[STORAGE_INFLIGHT_MAX];
+    uint32_t ring_head;
+    uint32_t n_ring;
+    uint32_t n_inflight;
+    uint64_t inflight_bytes;
+    uint64_t next_seq;
+    bool stopping;
+    int failed; /* worker only: first failure (non-fatal) */
+    bool fatal; /* worker only */
+    struct storage_stats stats;
+};
+
+/* ---- errors ----------------------------------------------------------------------- */
+
+const char *storage_strerror(int rv)
+{
+    switch (rv) {
+    case 0:
+        return "success";
+    case STORAGE_EFULL:
+        return "storage queue full";
+    case STORAGE_ENOMEM:
+        return "out of memory";
+    case STORAGE_ESTOPPED:
+        return "storage stopped after an earlier failed batch";
+    case STORAGE_ETHREAD:
+        return "cannot start the storage thread";
+    default:
+        return wal_strerror(rv);
+    }
+}
+
+static bool storage__is_fatal(int rv)
+{
+    return rv == WAL_ESYNC || rv == WAL_EIO || rv == WAL_EFAILED;
+}
+
+/* ---- items ------------------------------------------------------------------------ */
+
+static void storage__item_free(struct storage_item *it)
+{
+    free(it->entries);
+    free(it->arena);
+    free(it);
+}
+
+/* A deep copy of b: one array for the entries, one arena for their bytes. */
+static int storage__item_new(const struct wal_batch *b, struct storage_item **out)
+{
+    struct storage_item *it = calloc(1, sizeof(*it));
+    if (it == NULL) {
+        return STORAGE_ENOMEM;
+    }
+    it->kind = STORAGE_ITEM_BATCH;
+    it->b = *b;
+    it->b.entries = NULL;
+    for (uint32_t i = 0; i < b->n_entries; i++) {
+        it->n_bytes += b->entries[i].n_bytes;
+    }
+    if (b->n_entries > 0) {
+        it->entries = malloc(b->n_entries * sizeof(it->entries[0]));
+        it->arena = malloc(it->n_bytes > 0 ? (size_t)it->n_bytes : 1);
+        if (it->entries == NULL || it->arena == NULL) {
+            storage__item_free(it);
+            return STORAGE_ENOMEM;
+        }
+        uint64_t off = 0;
+        for (uint32_t i = 0; i < b->n_entries; i++) {
+            it->entries[i] = b->entries[i];
+            it->entries[i].bytes = NULL;
+            if (b->entries[i].n_bytes > 0) {
+                memcpy(it->arena + off, b->entries[i].bytes, b->entries[i].n_bytes);
+                it->entries[i].bytes = it->arena + off;
+                off += b->entries[i].n_bytes;
+            }
+        }
+        it->b.entries = it->entries;
+    }
+    *out = it;
+    return 0;
+}
+
+/* Appends it to the queue if the in-flight limits allow. */
+static int storage__enqueue(struct storage *s, struct storage_item *it, uint64_t *seq_out)
+{
+    pthread_mutex_lock(&s->mu);
+    CC_ASSERT(!s->stopping);
+    if (s->n_inflight == STORAGE_INFLIGHT_MAX ||
+        (it->n_bytes > 0 && s->inflight_bytes + it->n_bytes > STORAGE_INFLIGHT_BYTES_MAX)) {
+        pthread_mutex_unlock(&s->mu);
+        return STORAGE_EFULL;
+    }
+    it->seq = ++s->next_seq;
+    s->n_inflight++;
+    s->inflight_bytes += it->n_bytes;
+    if (s->tail != NULL) {
+        s->tail->next = it;
+    } else {
+        s->head = it;
+    }
+    s->tail = it;
+    if (seq_out != NULL) {
+        *seq_out = it->seq;
+    }
+    pthread_cond_signal(&s->work_cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+/* ---- worker ----------------------------------------------------------------------- */
+
+/* Writes the group, syncs it once, runs compactions; fills every item's completion.
+ * Counters go to *st, which the caller publishes under the lock. */
+static void storage__process(struct storage *s, struct storage_item *list, struct storage_stats *st)
+{
+    struct wal *w = s->wal;
+    uint32_t n_written = 0;
+    for (struct storage_item *it = list; it != NULL; it = it->next) {
+        it->done.seq = it->seq;
+        if (it->kind != STORAGE_ITEM_BATCH) {
+            continue;
+        }
+        if (s->fatal) {
+            it->done.status = WAL_EFAILED;
+        } else if (s->failed != 0) {
+            it->done.status = STORAGE_ESTOPPED;
+        } else {
+            const int rv = wal_write(w, &it->b);
+            if (rv == 0) {
+                it->written = true;
+                n_written++;
+            } else {
+                it->done.status = rv;
+                s->fatal = storage__is_fatal(rv);
+                s->failed = rv;
+            }
+        }
+    }
+    int sync_rv = 0;
+    if (n_written > 0 && !s->fatal) {
+        sync_rv = wal_sync(w, NULL, NULL);
+        s->fatal = storage__is_fatal(sync_rv);
+        s->failed = s->failed != 0 ? s->failed : sync_rv;
+        st->n_syncs += sync_rv == 0;
+        st->n_groups++;
+        st->max_group = n_written > st->max_group ? n_written : st->max_group;
+    } else if (n_written > 0) {
+        sync_rv = WAL_EFAILED; /* a later write failed fatally: nothing may be synced */
+    }
+    for (struct storage_item *it = list; it != NULL; it = it->next) {
+        if (it->kind == STORAGE_ITEM_COMPACT) {
+            it->done.status = s->fatal ? WAL_EFAILED : wal_compact(w, it->compact_to, NULL);
+            s->fatal = s->fatal || storage__is_fatal(it->done.status);
+        } else if (it->written) {
+            it->done.status = sync_rv;
+        }
+        it->done.fatal = storage__is_fatal(it->done.status);
+        it->done.durable_index = wal_durable_index(w);
+        it->done.durable_term = wal_durable_term(w);
+    }
+}
+
+static void *storage__main(void *arg)
+{
+    struct storage *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->head == NULL && !s->stopping) {
+            pthread_cond_wait(&s->work_cv, &s->mu);
+        }
+        if (s->head == NULL) {
+            break;
+        }
+        struct storage_item *list = s->head;
+        s->head = s->tail = NULL;
+        pthread_mutex_unlock(&s->mu);
+
+        struct storage_stats st;
+        pthread_mutex_lock(&s->mu);
+        st = s->stats;
+        pthread_mutex_unlock(&s->mu);
+        storage__process(s, list, &st);
+
+        pthread_mutex_lock(&s->mu);
+        s->stats.n_syncs = st.n_syncs;
+        s->stats.n_groups = st.n_groups;
+        s->stats.max_group = st.max_group;
+        for (struct storage_item *it = list; it != NULL; it = it->next) {
+            CC_ASSERT(s->n_ring < STORAGE_INFLIGHT_MAX);
+            s->ring[(s->ring_head + s->n_ring) % STORAGE_INFLIGHT_MAX] = it->done;
+            s->n_ring++;
+            s->inflight_bytes -= it->n_bytes;
+            s->stats.n_batches += it->kind == STORAGE_ITEM_BATCH;
+        }
+        pthread_cond_broadcast(&s->done_cv);
+        pthread_mutex_unlock(&s->mu);
+        if (s->o.wakeup_cb != NULL) {
+            s->o.wakeup_cb(s->o.wakeup_arg);
+        }
+        while (list != NULL) {
+            struct storage_item *next = list->next;
+            storage__item_free(list);
+            list = next;
+        }
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- API -------------------------------------------------------------------------- */
+
+int storage_start(struct wal *wal, const struct storage_options *o, struct storage **out)
+{
+    CC_ASSERT(wal != NULL);
+    CC_ASSERT(out != NULL);
+    struct storage *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return STORAGE_ENOMEM;
+    }
+    s->wal = wal;
+    if (o != NULL) {
+        s->o = *o;
+    }
+    int rv = STORAGE_ETHREAD;
+    if (pthread_mutex_init(&s->mu, NULL) != 0) {
+        goto err_after_alloc;
+    }
+    if (pthread_cond_init(&s->work_cv, NULL) != 0) {
+        goto err_after_mutex;
+    }
+    if (pthread_cond_init(&s->done_cv, NULL) != 0) {
+        goto err_after_work_cv;
+    }
+    if (pthread_create(&s->thread, NULL, storage__main, s) != 0) {
+        goto err_after_done_cv;
+    }
+    *out = s;
+    return 0;
+
+err_after_done_cv:
+    pthread_cond_destroy(&s->done_cv);
+err_after_work_cv:
+    pthread_cond_destroy(&s->work_cv);
+err_after_mutex:
+    pthread_mutex_destroy(&s->mu);
+err_after_alloc:
+    free(s);
+    return rv;
+}
+
+int storage_submit(struct storage *s, const struct wal_batch *b, uint64_t *seq_out)
+{
+    CC_ASSERT(s != NULL);
+    CC_ASSERT(b != NULL);
+    CC_ASSERT(b->entries != NULL || b->n_entries == 0);
+    struct storage_item *it = NULL;
+    int rv = storage__item_new(b, &it);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = storage__enqueue(s, it, seq_out);
+    if (rv != 0) {
+        storage__item_free(it);
+    }
+    return rv;
+}
+
+int storage_compact(struct storage *s, uint64_t snapshot_index, uint64_t *seq_out)
+{
+    CC_ASSERT(s != NULL);
+    struct storage_item *it = calloc(1, sizeof(*it));
+    if (it == NULL) {
+        return STORAGE_ENOMEM;
+    }
+    it->kind = STORAGE_ITEM_COMPACT;
+    it->compact_to = snapshot_index;
+    const int rv = storage__enqueue(s, it, seq_out);
+    if (rv != 0) {
+        storage__item_free(it);
+    }
+    return rv;
+}
+
+uint32_t storage_poll(struct storage *s, struct storage_completion *out, uint32_t cap)
+{
+    CC_ASSERT(s != NULL);
+    CC_ASSERT(out != NULL || cap == 0);
+    pthread_mutex_lock(&s->mu);
+    uint32_t n = 0;
+    while (n < cap && s->n_ring > 0) {
+        out[n++] = s->ring[s->ring_head];
+        s->ring_head = (s->ring_head + 1) % STORAGE_INFLIGHT_MAX;
+        s->n_ring--;
+        s->n_inflight--;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+void storage_wait(struct storage *s)
+{
+    pthread_mutex_lock(&s->mu);
+    while (s->n_ring == 0) {
+        pthread_cond_wait(&s->done_cv, &s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void storage_get_stats(struct storage *s, struct storage_stats *out)
+{
+    pthread_mutex_lock(&s->mu);
+    *out = s->stats;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void storage_stop(struct storage *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_signal(&s->work_cv);
+    pthread_mutex_unlock(&s->mu);
+    const int rv = pthread_join(s->thread, NULL);
+    CC_ASSERT(rv == 0);
+    CC_ASSERT(s->head == NULL);
+    pthread_cond_destroy(&s->done_cv);
+    pthread_cond_destroy(&s->work_cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
