@@ -1,0 +1,1582 @@
+/* kv.c -- MVCC key-value state machine. Pure: no IO, no clock, no randomness.
+ *
+ * Layout in memory:
+ *   - kv->keys: AVL index (kv_avl.c) of struct kv_key ordered by key bytes. Each key
+ *     holds its history: versions[] in ascending mod_revision, at most one per revision
+ *     (the txn duplicate-key rule guarantees it), a delete being a tombstone version
+ *     (version == 0). An indexed key always has at least one version.
+ *   - kv->log: one entry (key, revision, sub-revision) per stored change with revision
+ *     above the trim frontier, in (revision, sub) order. It serves kv_history_since
+ *     (watches) without scanning keys, and it drives compaction.
+ *   - kv->leases: AVL of struct kv_lease_set by lease id; each holds an intrusive list
+ *     of the keys whose current version is attached to that lease.
+ *
+ * Invariants (checked by the snapshot decoder on input, and by the tests):
+ *   - revision >= 1, 0 <= compacted <= revision; every revision in
+ *     (max(compacted, 1), revision] has at least one change stored.
+ *   - reads at r >= compacted see, per key, the newest version with mod_revision <= r.
+ *   - a key is attached to lease L iff its newest version is live with lease L.
+ *   - n_live = keys whose newest version is live.
+ *
+ * Compaction is logical at once and physical later. COMPACT(r) sets compacted = r, so
+ * reads below r fail from then on. Versions that r made unreadable (superseded at or
+ * below r, or a tombstone at or below r) are freed by walking the log front, at most
+ * KV_COMPACT_STEP_MAX entries per kv_apply (bounded work, STYLE rule 10). Reads never
+ * look at versions below the newest one <= compacted, so the backlog is invisible;
+ * digests and snapshots encode only readable versions ("canonical"), so replicas with
+ * different backlogs still compare equal byte for byte.
+ *
+ * Applying: a command is decoded and statically checked (kvcmd.c), then checked
+ * against the store (revisions, key existence), and only then mutated. Mutation
+ * cannot fail except by running out of memory, which aborts: a replica that applied
+ * half an entry would diverge silently, a crashed one replays its log.
+ *
+ * Sections: types | memory | arena | index | versions and log | leases | compaction |
+ * reads | apply | history | canonical image (digest, snapshot) | lifecycle and queries.
+ */
+#include "sm/kv.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/assert.h"
+#include "base/crc32c.h"
+#include "base/hash.h"
+#include "sm/kv_avl.h"
+#include "sm/kvcmd.h"
+
+/* ==== types ============================================================== */
+
+struct kv_version {
+    int64_t mod_rev;
+    int64_t create_rev; /* 0 for a tombstone */
+    int64_t version;    /* puts since creation; 0 marks a tombstone */
+    int64_t lease;      /* 0 for none and for tombstones */
+    uint8_t *value;     /* malloc'd, NULL when value_len == 0; owned by the version */
+    uint32_t value_len;
+    uint32_t sub; /* order among the changes of mod_rev */
+};
+
+/* Field order matters: a descent touches node, key_len and key only, so they come last
+ * and contiguous (the key is a flexible array) to share cache lines; the cold fields
+ * lead. */
+struct kv_key {
+    struct kv_version one;       /* inline storage: most keys have one version */
+    struct kv_version *versions; /* == &one while cap_versions == 1 */
+    uint32_t n_versions;         /* >= 1 while indexed */
+    uint32_t cap_versions;
+    struct kv_key *lease_prev; /* list of kv_lease_set(lease)->head */
+    struct kv_key *lease_next;
+    int64_t lease;           /* the lease this key is attached to now, 0 = none */
+    struct kv_avl_node node; /* in kv->keys */
+    uint32_t key_len;
+    uint8_t key[];
+};
+
+struct kv_lease_set {
+    struct kv_avl_node node; /* in kv->leases */
+    int64_t lease;
+    struct kv_key *head;
+    uint64_t n_keys;
+};
+
+struct kv_log_entry {
+    struct kv_key *key;
+    int64_t rev;
+    uint32_t sub;
+};
+
+struct kv {
+    struct kv_avl keys;
+    struct kv_avl leases;
+    int64_t revision;
+    int64_t compacted;
+    struct kv_log_entry *log; /* live entries are log[log_head .. log_end) */
+    size_t log_head;
+    size_t log_end;
+    size_t log_cap;
+    uint64_t n_live;
+    uint64_t n_versions;
+    /* the write in progress */
+    int64_t write_rev;  /* revision the changes take: revision + 1 */
+    uint32_t write_sub; /* next sub-revision */
+    uint32_t events_cap;
+    struct kvcmd cmd; /* kv_apply's decode target (large: kept off the stack) */
+};
+
+#define IS_TOMB(v) ((v)->version == 0)
+#define KEY_OF(n)  KV_AVL_ENTRY(n, struct kv_key, node)
+#define LSET_OF(n) KV_AVL_ENTRY(n, struct kv_lease_set, node)
+
+#define KV_LOG_SHIFT_MIN 4096 /* dead log prefix that makes a shift worth its memmove */
+
+/* Snapshot image. */
+#define SNAP_MAGIC          "CKVS"
+#define SNAP_FORMAT_VERSION 1u
+#define SNAP_HEADER_BYTES   (4u + 4u + 8u + 8u)
+#define SNAP_VERSION_BYTES  40u /* i64 mod, u32 sub, i64 create, i64 version, i64 lease, u32 len */
+#define SNAP_TRAILER_BYTES  (4u + 8u + 4u) /* end marker, key count, CRC-32C */
+
+/* ==== memory ============================================================= */
+
+/* Allocation on the apply path: failure is fatal (see the essay above). */
+static void *must(void *p)
+{
+    if (p == NULL) {
+        fputs("kv: out of memory while applying a committed command; "
+              "restart to replay the log\n",
+              stderr);
+        abort();
+    }
+    return p;
+}
+
+static uint8_t *dup_bytes(const uint8_t *b, uint32_t len)
+{
+    if (len == 0) {
+        return NULL;
+    }
+    uint8_t *p = must(malloc(len));
+    memcpy(p, b, len);
+    return p;
+}
+
+/* ==== arena ============================================================== */
+
+struct kv_arena_block {
+    struct kv_arena_block *next;
+    size_t used;
+    size_t cap;
+    max_align_t data[];
+};
+
+#define KV_ARENA_BLOCK_MIN 1024u /* first block; later ones double */
+
+void *kv_arena_alloc(struct kv_arena *a, size_t n)
+{
+    size_t need = (n + 7u) & ~(size_t)7u;
+    struct kv_arena_block *b = a->head;
+    if (b == NULL || b->cap - b->used < need) {
+        size_t cap = b == NULL ? KV_ARENA_BLOCK_MIN : b->cap * 2;
+        if (cap < need) {
+            cap = need;
+        }
+        struct kv_arena_block *nb = malloc(sizeof *nb + cap);
+        if (nb == NULL) {
+            return NULL;
+        }
+        nb->next = b;
+        nb->used = 0;
+        nb->cap = cap;
+        a->head = nb;
+        b = nb;
+    }
+    void *p = (char *)b->data + b->used;
+    b->used += need;
+    return p;
+}
+
+static void arena_free(struct kv_arena *a)
+{
+    struct kv_arena_block *b = a->head;
+    while (b != NULL) {
+        struct kv_arena_block *next = b->next;
+        free(b);
+        b = next;
+    }
+    a->head = NULL;
+}
+
+static void *arena_must(struct kv_arena *a, size_t n)
+{
+    return must(kv_arena_alloc(a, n));
+}
+
+/* Grows an array living in the arena to hold one more element and returns the new
+ * (zeroed) slot. The abandoned copy stays in the arena: at most the final size. */
+static void *arena_push(struct kv_arena *a, void **arr, uint32_t *n, uint32_t *cap, size_t elem)
+{
+    CC_ASSERT(*n < UINT32_MAX);
+    if (*n == *cap) {
+        uint32_t ncap = *cap < 8 ? 8 : (*cap > UINT32_MAX / 2 ? UINT32_MAX : *cap * 2);
+        void *na = arena_must(a, (size_t)ncap * elem);
+        if (*n > 0) {
+            memcpy(na, *arr, (size_t)*n * elem);
+        }
+        *arr = na;
+        *cap = ncap;
+    }
+    void *slot = (char *)*arr + (size_t)*n * elem;
+    memset(slot, 0, elem);
+    (*n)++;
+    return slot;
+}
+
+void kv_result_free(struct kv_result *res)
+{
+    arena_free(&res->arena);
+    memset(res, 0, sizeof *res);
+}
+
+void kv_range_resp_free(struct kv_range_resp *resp)
+{
+    free(resp->mem);
+    memset(resp, 0, sizeof *resp);
+}
+
+/* ==== index ============================================================== */
+
+static int key_cmp(const struct kv_key *k, const uint8_t *b, uint32_t b_len)
+{
+    return kvcmd_key_cmp(k->key, k->key_len, b, b_len);
+}
+
+/* Exact lookup. When absent and link_out is given, *parent_out and *link_out name the slot
+ * where the key would be linked. */
+static struct kv_key *find_key(const struct kv *kv, const uint8_t *key, uint32_t key_len,
+                               struct kv_avl_node **parent_out, struct kv_avl_node ***link_out)
+{
+    struct kv_avl_node *parent = NULL;
+    struct kv_avl_node *const *link = &kv->keys.root;
+    while (*link != NULL) {
+        int c = key_cmp(KEY_OF(*link), key, key_len);
+        if (c == 0) {
+            return KEY_OF(*link);
+        }
+        parent = *link;
+        link = c > 0 ? &parent->left : &parent->right;
+    }
+    if (link_out != NULL) {
+        *parent_out = parent;
+        *link_out = (struct kv_avl_node **)link;
+    }
+    return NULL;
+}
+
+/* First key >= (key, key_len), or NULL. */
+static struct kv_key *seek_key(const struct kv *kv, const uint8_t *key, uint32_t key_len)
+{
+    struct kv_avl_node *n = kv->keys.root;
+    struct kv_avl_node *best = NULL;
+    while (n != NULL) {
+        if (key_cmp(KEY_OF(n), key, key_len) >= 0) {
+            best = n;
+            n = n->left;
+        } else {
+            n = n->right;
+        }
+    }
+    return best != NULL ? KEY_OF(best) : NULL;
+}
+
+/* First key of a span (then step with next_in_span). */
+static struct kv_key *first_in_span(const struct kv *kv, const struct kvcmd_span *s)
+{
+    struct kv_key *k;
+    if (s->kind == KVCMD_SPAN_KEY) {
+        return find_key(kv, s->key, s->key_len, NULL, NULL);
+    }
+    k = seek_key(kv, s->key, s->key_len);
+    return (k != NULL && !kvcmd_span_past(s, k->key, k->key_len)) ? k : NULL;
+}
+
+static struct kv_key *next_in_span(const struct kvcmd_span *s, const struct kv_key *k)
+{
+    if (s->kind == KVCMD_SPAN_KEY) {
+        return NULL;
+    }
+    struct kv_avl_node *n = kv_avl_next(&k->node);
+    if (n == NULL || kvcmd_span_past(s, KEY_OF(n)->key, KEY_OF(n)->key_len)) {
+        return NULL;
+    }
+    return KEY_OF(n);
+}
+
+static struct kv_key *new_key(const uint8_t *key, uint32_t key_len)
+{
+    struct kv_key *k = must(malloc(sizeof *k + key_len));
+    memset(k, 0, sizeof *k);
+    k->versions = &k->one;
+    k->cap_versions = 1;
+    k->key_len = key_len;
+    memcpy(k->key, key, key_len);
+    return k;
+}
+
+static void free_key(struct kv_key *k)
+{
+    for (uint32_t i = 0; i < k->n_versions; i++) {
+        free(k->versions[i].value);
+    }
+    if (k->versions != &k->one) {
+        free(k->versions);
+    }
+    free(k);
+}
+
+/* ==== versions and log =================================================== */
+
+static const struct kv_version *latest(const struct kv_key *k)
+{
+    CC_ASSERT(k->n_versions > 0);
+    return &k->versions[k->n_versions - 1];
+}
+
+static const struct kv_version *latest_live(const struct kv_key *k)
+{
+    const struct kv_version *v = latest(k);
+    return IS_TOMB(v) ? NULL : v;
+}
+
+/* Index of the newest version with mod_rev <= rev, or -1. Binary search: a hot key
+ * may hold many versions between compactions. */
+static int64_t version_at(const struct kv_key *k, int64_t rev)
+{
+    uint32_t lo = 0, hi = k->n_versions; /* answer is lo - 1 */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (k->versions[mid].mod_rev <= rev) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return (int64_t)lo - 1;
+}
+
+/* The version a read at rev sees (INT64_MAX: the newest, own txn writes included). */
+static const struct kv_version *visible(const struct kv_key *k, int64_t rev)
+{
+    int64_t i = version_at(k, rev);
+    if (i < 0 || IS_TOMB(&k->versions[i])) {
+        return NULL;
+    }
+    return &k->versions[i];
+}
+
+static void log_append(struct kv *kv, struct kv_key *k, int64_t rev, uint32_t sub)
+{
+    if (kv->log_end == kv->log_cap) {
+        if (kv->log_head >= KV_LOG_SHIFT_MIN && kv->log_head >= kv->log_end / 2) {
+            memmove(kv->log, kv->log + kv->log_head,
+                    (kv->log_end - kv->log_head) * sizeof *kv->log);
+            kv->log_end -= kv->log_head;
+            kv->log_head = 0;
+        } else {
+            size_t ncap = kv->log_cap < 1024 ? 1024 : kv->log_cap * 2;
+            kv->log = must(realloc(kv->log, ncap * sizeof *kv->log));
+            kv->log_cap = ncap;
+        }
+    }
+    kv->log[kv->log_end++] = (struct kv_log_entry){k, rev, sub};
+}
+
+/* Appends v (whose value k now owns) to k's history and records it in the log. */
+static void append_version(struct kv *kv, struct kv_key *k, const struct kv_version *v)
+{
+    CC_ASSERT(k->n_versions == 0 || latest(k)->mod_rev < v->mod_rev);
+    if (k->n_versions == k->cap_versions) {
+        CC_ASSERT(k->cap_versions < UINT32_MAX / 2);
+        uint32_t ncap = k->cap_versions < 4 ? 4 : k->cap_versions * 2;
+        if (k->versions == &k->one) {
+            struct kv_version *nv = must(malloc(ncap * sizeof *nv));
+            nv[0] = k->one;
+            k->versions = nv;
+        } else {
+            k->versions = must(realloc(k->versions, ncap * sizeof *k->versions));
+        }
+        k->cap_versions = ncap;
+    }
+    k->versions[k->n_versions++] = *v;
+    kv->n_versions++;
+    log_append(kv, k, v->mod_rev, v->sub);
+}
+
+/* ==== leases ============================================================= */
+
+static struct kv_lease_set *find_lease(const struct kv *kv, int64_t lease,
+                                       struct kv_avl_node **parent_out,
+                                       struct kv_avl_node ***link_out)
+{
+    struct kv_avl_node *parent = NULL;
+    struct kv_avl_node *const *link = &kv->leases.root;
+    while (*link != NULL) {
+        struct kv_lease_set *s = LSET_OF(*link);
+        if (s->lease == lease) {
+            return s;
+        }
+        parent = *link;
+        link = lease < s->lease ? &parent->left : &parent->right;
+    }
+    if (link_out != NULL) {
+        *parent_out = parent;
+        *link_out = (struct kv_avl_node **)link;
+    }
+    return NULL;
+}
+
+static void lease_attach(struct kv *kv, struct kv_key *k, int64_t lease)
+{
+    CC_ASSERT(k->lease == 0);
+    CC_ASSERT(lease > 0);
+    struct kv_avl_node *parent, **link;
+    struct kv_lease_set *s = find_lease(kv, lease, &parent, &link);
+    if (s == NULL) {
+        s = must(calloc(1, sizeof *s));
+        s->lease = lease;
+        kv_avl_link(&kv->leases, parent, link, &s->node);
+    }
+    k->lease = lease;
+    k->lease_prev = NULL;
+    k->lease_next = s->head;
+    if (s->head != NULL) {
+        s->head->lease_prev = k;
+    }
+    s->head = k;
+    s->n_keys++;
+}
+
+static void lease_detach(struct kv *kv, struct kv_key *k)
+{
+    if (k->lease == 0) {
+        return;
+    }
+    struct kv_lease_set *s = find_lease(kv, k->lease, NULL, NULL);
+    CC_ASSERT(s != NULL);
+    if (k->lease_prev != NULL) {
+        k->lease_prev->lease_next = k->lease_next;
+    } else {
+        CC_ASSERT(s->head == k);
+        s->head = k->lease_next;
+    }
+    if (k->lease_next != NULL) {
+        k->lease_next->lease_prev = k->lease_prev;
+    }
+    k->lease = 0;
+    k->lease_prev = NULL;
+    k->lease_next = NULL;
+    if (--s->n_keys == 0) {
+        CC_ASSERT(s->head == NULL);
+        kv_avl_remove(&kv->leases, &s->node);
+        free(s);
+    }
+}
+
+/* Keeps k's attachment equal to its newest version's lease. */
+static void lease_sync(struct kv *kv, struct kv_key *k)
+{
+    const struct kv_version *v = latest_live(k);
+    int64_t want = v != NULL ? v->lease : 0;
+    if (k->lease == want) {
+        return;
+    }
+    lease_detach(kv, k);
+    if (want != 0) {
+        lease_attach(kv, k, want);
+    }
+}
+
+uint64_t kv_lease_key_count(const struct kv *kv, int64_t lease)
+{
+    const struct kv_lease_set *s = find_lease(kv, lease, NULL, NULL);
+    return s != NULL ? s->n_keys : 0;
+}
+
+/* ==== compaction ========================================================= */
+
+/* Frees what the log entry at the front made unreadable, if it is the newest change of
+ * its key at or below the compacted revision (older entries of the key come first in
+ * the log, so they were handled already; newer ones <= compacted will do the work). */
+static void trim_front(struct kv *kv)
+{
+    struct kv_log_entry *e = &kv->log[kv->log_head];
+    struct kv_key *k = e->key;
+    CC_ASSERT(e->rev <= kv->compacted);
+    kv->log_head++;
+
+    int64_t i = version_at(k, e->rev);
+    CC_ASSERT(i >= 0);
+    CC_ASSERT(k->versions[i].mod_rev == e->rev);
+    if ((uint32_t)i + 1 < k->n_versions && k->versions[i + 1].mod_rev <= kv->compacted) {
+        return;
+    }
+    uint32_t drop = (uint32_t)i + (IS_TOMB(&k->versions[i]) ? 1u : 0u);
+    if (drop == 0) {
+        return;
+    }
+    for (uint32_t j = 0; j < drop; j++) {
+        free(k->versions[j].value);
+    }
+    memmove(k->versions, k->versions + drop, (k->n_versions - drop) * sizeof *k->versions);
+    k->n_versions -= drop;
+    kv->n_versions -= drop;
+    if (k->n_versions == 0) {
+        CC_ASSERT(k->lease == 0); /* its newest version was a tombstone */
+        kv_avl_remove(&kv->keys, &k->node);
+        free_key(k);
+        return;
+    }
+    if (k->n_versions == 1 && k->versions != &k->one) {
+        k->one = k->versions[0];
+        free(k->versions);
+        k->versions = &k->one;
+        k->cap_versions = 1;
+    }
+}
+
+/* Log entries at or below the compacted revision: a prefix, found by binary search. */
+static uint64_t trim_pending(const struct kv *kv)
+{
+    size_t lo = kv->log_head, hi = kv->log_end;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (kv->log[mid].rev <= kv->compacted) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo - kv->log_head;
+}
+
+uint64_t kv_compact_step(struct kv *kv, uint32_t budget)
+{
+    for (uint32_t done = 0;
+         done < budget && kv->log_head < kv->log_end && kv->log[kv->log_head].rev <= kv->compacted;
+         done++) {
+        trim_front(kv);
+    }
+    return trim_pending(kv);
+}
+
+/* ==== reads ============================================================== */
+
+static int check_read_rev(const struct kv *kv, int64_t rev)
+{
+    if (rev <= 0) {
+        return 0;
+    }
+    if (rev > kv->revision) {
+        return KV_EFUTUREREV;
+    }
+    if (rev < kv->compacted) {
+        return KV_ECOMPACTED;
+    }
+    return 0;
+}
+
+/* A view of version v of key k pointing into the store (values omitted unless
+ * with_value). */
+static void kv_view(const struct kv_key *k, const struct kv_version *v, bool with_value,
+                    struct kv_kv *out)
+{
+    out->key = k->key;
+    out->key_len = k->key_len;
+    out->value = with_value ? v->value : NULL;
+    out->value_len = with_value ? v->value_len : 0;
+    out->create_revision = v->create_rev;
+    out->mod_revision = v->mod_rev;
+    out->version = v->version;
+    out->lease = v->lease;
+}
+
+/* Copies a view's bytes into memory at *cursor (advancing it). */
+static void kv_copy_bytes(struct kv_kv *kv, uint8_t **cursor)
+{
+    uint8_t *p = *cursor;
+    if (kv->key_len > 0) {
+        memcpy(p, kv->key, kv->key_len);
+        kv->key = p;
+        p += kv->key_len;
+    }
+    if (kv->value_len > 0) {
+        memcpy(p, kv->value, kv->value_len);
+        kv->value = p;
+        p += kv->value_len;
+    } else {
+        kv->value = NULL;
+    }
+    *cursor = p;
+}
+
+/* An arena-owned copy of version v of key k. */
+static void kv_copy(struct kv_arena *a, const struct kv_key *k, const struct kv_version *v,
+                    struct kv_kv *out)
+{
+    kv_view(k, v, true, out);
+    uint8_t *p = arena_must(a, (size_t)k->key_len + v->value_len);
+    kv_copy_bytes(out, &p);
+}
+
+/* The core of every range. read_rev is a checked revision or INT64_MAX for "newest".
+ * *bytes_left is the result's KV_RESULT_BYTES_MAX budget. With a the response lives in
+ * that arena (and allocation failure is fatal: the apply path); without it, in one
+ * malloc'd block at resp->mem (the read path, which may return KV_ENOMEM). Two passes:
+ * count and size, then copy, so memory is exact and never grows. */
+static int range_fill(const struct kv *kv, const struct kv_range_req *req, int64_t read_rev,
+                      size_t *bytes_left, struct kv_arena *a, struct kv_range_resp *resp)
+{
+    struct kvcmd_span s;
+    kvcmd_span_make(req->key, req->key_len, req->range_end, req->range_end_len, req->prefix, &s);
+    uint64_t limit = (req->limit == 0 || (uint64_t)req->limit > KV_RANGE_LIMIT_MAX)
+                         ? KV_RANGE_LIMIT_MAX
+                         : (uint64_t)req->limit;
+    memset(resp, 0, sizeof *resp);
+
+    int64_t count = 0;
+    uint32_t n_take = 0;
+    size_t take_bytes = 0;
+    bool taking = !req->count_only;
+    for (struct kv_key *k = first_in_span(kv, &s); k != NULL; k = next_in_span(&s, k)) {
+        const struct kv_version *v = visible(k, read_rev);
+        if (v == NULL) {
+            continue;
+        }
+        count++;
+        if (taking) {
+            size_t sz = (size_t)k->key_len + (req->keys_only ? 0 : v->value_len);
+            if (n_take < limit && (n_take == 0 || take_bytes + sz <= *bytes_left)) {
+                n_take++;
+                take_bytes += sz;
+            } else {
+                taking = false; /* what is returned must be a prefix of the range */
+            }
+        }
+    }
+    resp->count = count;
+    resp->more = !req->count_only && (int64_t)n_take < count;
+    *bytes_left = take_bytes >= *bytes_left ? 0 : *bytes_left - take_bytes;
+    if (n_take == 0) {
+        return 0;
+    }
+
+    size_t size = (size_t)n_take * sizeof(struct kv_kv) + take_bytes;
+    void *mem = a != NULL ? arena_must(a, size) : malloc(size);
+    if (mem == NULL) {
+        return KV_ENOMEM;
+    }
+    if (a == NULL) {
+        resp->mem = mem;
+    }
+    resp->kvs = mem;
+    uint8_t *cursor = (uint8_t *)mem + (size_t)n_take * sizeof(struct kv_kv);
+    for (struct kv_key *k = first_in_span(kv, &s); k != NULL && resp->n_kvs < n_take;
+         k = next_in_span(&s, k)) {
+        const struct kv_version *v = visible(k, read_rev);
+        if (v == NULL) {
+            continue;
+        }
+        struct kv_kv *out = &resp->kvs[resp->n_kvs++];
+        kv_view(k, v, !req->keys_only, out);
+        kv_copy_bytes(out, &cursor);
+    }
+    CC_ASSERT(resp->n_kvs == n_take);
+    return 0;
+}
+
+int kv_range(const struct kv *kv, const struct kv_range_req *req, struct kv_range_resp *resp)
+{
+    memset(resp, 0, sizeof *resp);
+    int rv = kvcmd_check_range(req);
+    if (rv == 0) {
+        rv = check_read_rev(kv, req->revision);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    size_t budget = KV_RESULT_BYTES_MAX;
+    return range_fill(kv, req, req->revision > 0 ? req->revision : INT64_MAX, &budget, NULL, resp);
+}
+
+static bool compare_holds(const struct kv *kv, const struct kv_compare *c)
+{
+    const struct kv_key *k = find_key(kv, c->key, c->key_len, NULL, NULL);
+    const struct kv_version *v = k != NULL ? latest_live(k) : NULL;
+    int diff;
+    if (c->target == KV_CMP_VALUE) {
+        if (v == NULL) {
+            return false; /* etcd: a missing key has no value to compare */
+        }
+        diff = kvcmd_key_cmp(v->value, v->value_len, c->value, c->value_len);
+    } else {
+        int64_t x = 0;
+        if (v != NULL) {
+            switch (c->target) {
+            case KV_CMP_VERSION:
+                x = v->version;
+                break;
+            case KV_CMP_CREATE:
+                x = v->create_rev;
+                break;
+            case KV_CMP_MOD:
+                x = v->mod_rev;
+                break;
+            case KV_CMP_LEASE:
+                x = v->lease;
+                break;
+            default:
+                CC_UNREACHABLE();
+            }
+        }
+        diff = (x > c->number) - (x < c->number);
+    }
+    switch (c->op) {
+    case KV_CMP_EQUAL:
+        return diff == 0;
+    case KV_CMP_NOT_EQUAL:
+        return diff != 0;
+    case KV_CMP_LESS:
+        return diff < 0;
+    case KV_CMP_GREATER:
+        return diff > 0;
+    default:
+        CC_UNREACHABLE();
+    }
+}
+
+/* ==== apply ============================================================== */
+
+static void write_begin(struct kv *kv)
+{
+    CC_ASSERT(kv->revision < INT64_MAX);
+    kv->write_rev = kv->revision + 1;
+    kv->write_sub = 0;
+    kv->events_cap = 0;
+}
+
+/* A command that changed nothing keeps the revision (etcd). */
+static void write_end(struct kv *kv, struct kv_result *res)
+{
+    if (res->n_events > 0) {
+        kv->revision = kv->write_rev;
+    }
+    res->revision = kv->revision;
+}
+
+static struct kv_event *push_event(struct kv *kv, struct kv_result *res)
+{
+    void *arr = res->events;
+    struct kv_event *ev =
+        arena_push(&res->arena, &arr, &res->n_events, &kv->events_cap, sizeof *ev);
+    res->events = arr;
+    return ev;
+}
+
+/* The checks a write needs against the store before anything changes. */
+static int precheck_put(const struct kv *kv, const struct kv_put_req *req)
+{
+    if (!req->ignore_value && !req->ignore_lease) {
+        return 0;
+    }
+    const struct kv_key *k = find_key(kv, req->key, req->key_len, NULL, NULL);
+    return (k != NULL && latest_live(k) != NULL) ? 0 : KV_EKEYNOTFOUND;
+}
+
+static int precheck_op(const struct kv *kv, const struct kv_op *op)
+{
+    switch (op->type) {
+    case KV_OP_PUT:
+        return precheck_put(kv, &op->put);
+    case KV_OP_DELETE:
+        return 0;
+    case KV_OP_RANGE:
+        return check_read_rev(kv, op->range.revision);
+    default:
+        CC_UNREACHABLE();
+    }
+}
+
+static void apply_put(struct kv *kv, const struct kv_put_req *req, struct kv_result *res,
+                      struct kv_put_resp *resp)
+{
+    struct kv_avl_node *parent = NULL, **link = NULL;
+    struct kv_key *k = find_key(kv, req->key, req->key_len, &parent, &link);
+    const struct kv_version *prev = k != NULL ? latest_live(k) : NULL;
+    CC_ASSERT(prev != NULL || (!req->ignore_value && !req->ignore_lease)); /* prechecked */
+
+    struct kv_version v = {
+        .mod_rev = kv->write_rev,
+        .sub = kv->write_sub++,
+        .create_rev = prev != NULL ? prev->create_rev : kv->write_rev,
+        .version = prev != NULL ? prev->version + 1 : 1,
+        .lease = req->ignore_lease ? prev->lease : req->lease,
+    };
+    if (req->ignore_value) {
+        v.value = dup_bytes(prev->value, prev->value_len);
+        v.value_len = prev->value_len;
+    } else {
+        v.value = dup_bytes(req->value, req->value_len);
+        v.value_len = req->value_len;
+    }
+
+    struct kv_event *ev = push_event(kv, res);
+    ev->type = KV_EVENT_PUT;
+    if (prev != NULL && req->prev_kv) {
+        /* Copy before append_version: growing the history moves prev. */
+        kv_copy(&res->arena, k, prev, &resp->prev_kv);
+        resp->has_prev = true;
+        ev->has_prev = true;
+        ev->prev_kv = resp->prev_kv;
+    }
+    if (k == NULL) {
+        k = new_key(req->key, req->key_len);
+        kv_avl_link(&kv->keys, parent, link, &k->node);
+    }
+    if (prev == NULL) {
+        kv->n_live++;
+    }
+    append_version(kv, k, &v);
+    lease_sync(kv, k);
+    kv_copy(&res->arena, k, latest(k), &ev->kv);
+}
+
+/* Writes a tombstone for live key k. */
+static void delete_key(struct kv *kv, struct kv_key *k, bool want_prev, struct kv_result *res,
+                       struct kv_delete_resp *resp, uint32_t *prev_cap)
+{
+    const struct kv_version *prev = latest_live(k);
+    CC_ASSERT(prev != NULL);
+    struct kv_event *ev = push_event(kv, res);
+    ev->type = KV_EVENT_DELETE;
+    if (want_prev) {
+        void *arr = resp->prev_kvs;
+        struct kv_kv *slot =
+            arena_push(&res->arena, &arr, &resp->n_prev_kvs, prev_cap, sizeof *slot);
+        resp->prev_kvs = arr;
+        kv_copy(&res->arena, k, prev, slot);
+        ev->has_prev = true;
+        ev->prev_kv = *slot;
+    }
+    struct kv_version v = {.mod_rev = kv->write_rev, .sub = kv->write_sub++};
+    append_version(kv, k, &v);
+    lease_sync(kv, k);
+    kv->n_live--;
+    resp->n_deleted++;
+    ev->kv.key = arena_must(&res->arena, k->key_len);
+    memcpy((uint8_t *)ev->kv.key, k->key, k->key_len);
+    ev->kv.key_len = k->key_len;
+    ev->kv.mod_revision = kv->write_rev;
+}
+
+static void apply_delete(struct kv *kv, const struct kv_delete_req *req, struct kv_result *res,
+                         struct kv_delete_resp *resp)
+{
+    struct kvcmd_span s;
+    kvcmd_span_make(req->key, req->key_len, req->range_end, req->range_end_len, req->prefix, &s);
+    uint32_t prev_cap = 0;
+    /* Appending versions never changes the index's shape, so stepping stays valid. */
+    for (struct kv_key *k = first_in_span(kv, &s); k != NULL; k = next_in_span(&s, k)) {
+        if (latest_live(k) != NULL) {
+            delete_key(kv, k, req->prev_kv, res, resp, &prev_cap);
+        }
+    }
+}
+
+/* Runs one op of a branch whose prechecks passed. */
+static void apply_op(struct kv *kv, const struct kv_op *op, struct kv_result *res,
+                     struct kv_response *resp, size_t *bytes_left)
+{
+    resp->type = op->type;
+    switch (op->type) {
+    case KV_OP_PUT:
+        apply_put(kv, &op->put, res, &resp->put);
+        break;
+    case KV_OP_DELETE:
+        apply_delete(kv, &op->del, res, &resp->del);
+        break;
+    case KV_OP_RANGE: {
+        int64_t rev = op->range.revision > 0 ? op->range.revision : INT64_MAX;
+        int rv = range_fill(kv, &op->range, rev, bytes_left, &res->arena, &resp->range);
+        CC_ASSERT(rv == 0); /* arena allocation cannot fail softly */
+        break;
+    }
+    default:
+        CC_UNREACHABLE();
+    }
+}
+
+static int apply_ops(struct kv *kv, const struct kv_op *ops, uint32_t n_ops, struct kv_result *res)
+{
+    for (uint32_t i = 0; i < n_ops; i++) {
+        int rv = precheck_op(kv, &ops[i]);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    size_t bytes_left = KV_RESULT_BYTES_MAX;
+    write_begin(kv);
+    if (n_ops > 0) {
+        res->responses = arena_must(&res->arena, n_ops * sizeof *res->responses);
+        memset(res->responses, 0, n_ops * sizeof *res->responses);
+    }
+    res->n_responses = n_ops;
+    for (uint32_t i = 0; i < n_ops; i++) {
+        apply_op(kv, &ops[i], res, &res->responses[i], &bytes_left);
+    }
+    write_end(kv, res);
+    return 0;
+}
+
+static int apply_txn(struct kv *kv, const struct kv_txn_req *txn, struct kv_result *res)
+{
+    bool ok = true;
+    for (uint32_t i = 0; i < txn->n_compares && ok; i++) {
+        ok = compare_holds(kv, &txn->compares[i]);
+    }
+    int rv = ok ? apply_ops(kv, txn->success, txn->n_success, res)
+                : apply_ops(kv, txn->failure, txn->n_failure, res);
+    res->succeeded = ok;
+    return rv;
+}
+
+static int apply_compact(struct kv *kv, int64_t rev)
+{
+    if (rev <= kv->compacted) {
+        return KV_ECOMPACTED;
+    }
+    if (rev > kv->revision) {
+        return KV_EFUTUREREV;
+    }
+    kv->compacted = rev;
+    return 0;
+}
+
+static int apply_cmd(struct kv *kv, const struct kvcmd *cmd, struct kv_result *res)
+{
+    struct kv_op op;
+    switch (cmd->type) {
+    case KV_CMD_PUT:
+        op = (struct kv_op){.type = KV_OP_PUT, .put = cmd->put};
+        return apply_ops(kv, &op, 1, res);
+    case KV_CMD_DELETE_RANGE:
+        op = (struct kv_op){.type = KV_OP_DELETE, .del = cmd->del};
+        return apply_ops(kv, &op, 1, res);
+    case KV_CMD_RANGE:
+        op = (struct kv_op){.type = KV_OP_RANGE, .range = cmd->range};
+        return apply_ops(kv, &op, 1, res);
+    case KV_CMD_TXN:
+        return apply_txn(kv, &cmd->txn, res);
+    case KV_CMD_COMPACT:
+        return apply_compact(kv, cmd->compact_revision);
+    default:
+        CC_UNREACHABLE();
+    }
+}
+
+int kv_apply(struct kv *kv, const uint8_t *cmd, size_t n, struct kv_result *res)
+{
+    memset(res, 0, sizeof *res);
+    int rv = kvcmd_decode(cmd, n, &kv->cmd);
+    if (rv != KV_EMALFORMED && rv != KV_EFORMAT && rv != KV_ECMDTOOBIG) {
+        res->type = kv->cmd.type; /* well-formed, though maybe over a limit */
+    }
+    if (rv == 0) {
+        res->succeeded = true;
+        rv = apply_cmd(kv, &kv->cmd, res);
+    }
+    if (rv != 0) {
+        /* Prechecks run before the first change, so nothing was written. */
+        uint8_t type = res->type;
+        kv_result_free(res);
+        res->type = type;
+        res->err = rv;
+    }
+    res->revision = kv->revision;
+    kv_compact_step(kv, KV_COMPACT_STEP_MAX);
+    return rv;
+}
+
+/* One entry of the sort in kv_delete_by_lease (a struct, so sizeof names a record). */
+struct key_ref {
+    struct kv_key *k;
+};
+
+static int key_ref_cmp(const void *a, const void *b)
+{
+    const struct kv_key *ka = ((const struct key_ref *)a)->k;
+    const struct kv_key *kb = ((const struct key_ref *)b)->k;
+    return kvcmd_key_cmp(ka->key, ka->key_len, kb->key, kb->key_len);
+}
+
+int kv_delete_by_lease(struct kv *kv, int64_t lease, bool prev_kv, struct kv_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->type = KV_CMD_DELETE_RANGE;
+    res->revision = kv->revision;
+    if (lease <= 0) {
+        res->err = KV_EINVAL;
+        res->type = 0;
+        return res->err;
+    }
+    res->succeeded = true;
+    write_begin(kv);
+    res->responses = arena_must(&res->arena, sizeof *res->responses);
+    memset(res->responses, 0, sizeof *res->responses);
+    res->responses[0].type = KV_OP_DELETE;
+    res->n_responses = 1;
+
+    struct kv_lease_set *s = find_lease(kv, lease, NULL, NULL);
+    if (s != NULL) {
+        /* Key order, not list order: the list's order depends on history (a replica
+         * restored from a snapshot rebuilds it differently), the events must not. */
+        CC_ASSERT(s->n_keys <= SIZE_MAX / sizeof(struct key_ref));
+        size_t n = (size_t)s->n_keys;
+        struct key_ref *keys = must(calloc(n, sizeof *keys));
+        size_t i = 0;
+        for (struct kv_key *k = s->head; k != NULL; k = k->lease_next) {
+            keys[i++].k = k;
+        }
+        CC_ASSERT(i == n);
+        qsort(keys, n, sizeof *keys, key_ref_cmp);
+        uint32_t prev_cap = 0;
+        for (i = 0; i < n; i++) { /* the set is freed with its last key */
+            delete_key(kv, keys[i].k, prev_kv, res, &res->responses[0].del, &prev_cap);
+        }
+        free(keys);
+    }
+    write_end(kv, res);
+    kv_compact_step(kv, KV_COMPACT_STEP_MAX);
+    return 0;
+}
+
+/* ==== history ============================================================ */
+
+int kv_history_since(const struct kv *kv, const uint8_t *key, uint32_t key_len,
+                     const uint8_t *range_end, uint32_t range_end_len, int64_t from_revision,
+                     uint32_t budget, int64_t *next_revision, kv_event_cb event_cb, void *arg)
+{
+    struct kv_delete_req span_req = {key, key_len, range_end, range_end_len, false, false};
+    int rv = kvcmd_check_delete(&span_req);
+    if (rv != 0) {
+        return rv;
+    }
+    if (from_revision < 1 || budget == 0) {
+        return KV_EINVAL;
+    }
+    if (from_revision <= kv->compacted) {
+        return KV_ECOMPACTED;
+    }
+    struct kvcmd_span s;
+    kvcmd_span_make(key, key_len, range_end, range_end_len, false, &s);
+
+    size_t lo = kv->log_head, hi = kv->log_end;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (kv->log[mid].rev < from_revision) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    uint32_t examined = 0;
+    int64_t last_rev = 0;
+    size_t i;
+    for (i = lo; i < kv->log_end; i++) {
+        const struct kv_log_entry *e = &kv->log[i];
+        if (examined >= budget && e->rev != last_rev) {
+            break;
+        }
+        examined += examined < UINT32_MAX ? 1 : 0;
+        last_rev = e->rev;
+        const struct kv_key *k = e->key;
+        if (!kvcmd_span_contains(&s, k->key, k->key_len)) {
+            continue;
+        }
+        int64_t j = version_at(k, e->rev);
+        CC_ASSERT(j >= 0);
+        const struct kv_version *v = &k->versions[j];
+        CC_ASSERT(v->mod_rev == e->rev);
+        struct kv_event ev;
+        memset(&ev, 0, sizeof ev);
+        if (IS_TOMB(v)) {
+            ev.type = KV_EVENT_DELETE;
+            ev.kv.key = k->key;
+            ev.kv.key_len = k->key_len;
+            ev.kv.mod_revision = v->mod_rev;
+        } else {
+            ev.type = KV_EVENT_PUT;
+            kv_view(k, v, true, &ev.kv);
+        }
+        /* The version just before is readable whenever v is (see the essay). */
+        if (j > 0 && !IS_TOMB(&k->versions[j - 1])) {
+            ev.has_prev = true;
+            kv_view(k, &k->versions[j - 1], true, &ev.prev_kv);
+        }
+        rv = event_cb(arg, &ev);
+        if (rv != 0) {
+            *next_revision = e->rev;
+            return rv;
+        }
+    }
+    *next_revision = i < kv->log_end
+                         ? kv->log[i].rev
+                         : (from_revision > kv->revision ? from_revision : kv->revision + 1);
+    return 0;
+}
+
+/* ==== canonical image (digest, snapshot) ================================= */
+
+/* Where the canonical stream goes: counted, written, or hashed. */
+struct sink {
+    uint8_t *p; /* write here when set */
+    size_t n;
+    bool hash;
+    uint64_t h;
+};
+
+static void sink_bytes(struct sink *s, const void *b, size_t len)
+{
+    if (s->hash) {
+        s->h = hash_fnv1a64(s->h, b, len);
+    } else if (s->p != NULL && len > 0) {
+        memcpy(s->p + s->n, b, len);
+    }
+    s->n += len;
+}
+
+static void sink_le(struct sink *s, uint64_t v, unsigned n_bytes)
+{
+    uint8_t b[8];
+    for (unsigned i = 0; i < n_bytes; i++) {
+        b[i] = (uint8_t)(v >> (8 * i));
+    }
+    sink_bytes(s, b, n_bytes);
+}
+
+/* Index of k's first readable version (the newest at or below compacted, unless it
+ * is a tombstone, and all after it). == n_versions when nothing is readable. */
+static uint32_t first_readable(const struct kv *kv, const struct kv_key *k)
+{
+    int64_t i = version_at(k, kv->compacted);
+    if (i < 0) {
+        return 0;
+    }
+    return (uint32_t)i + (IS_TOMB(&k->versions[i]) ? 1u : 0u);
+}
+
+/* Everything but the CRC: header, keys with readable versions, trailer. */
+static void canonical_stream(const struct kv *kv, struct sink *s)
+{
+    sink_bytes(s, SNAP_MAGIC, 4);
+    sink_le(s, SNAP_FORMAT_VERSION, 4);
+    sink_le(s, (uint64_t)kv->revision, 8);
+    sink_le(s, (uint64_t)kv->compacted, 8);
+    uint64_t n_keys = 0;
+    for (struct kv_avl_node *n = kv_avl_first(&kv->keys); n != NULL; n = kv_avl_next(n)) {
+        const struct kv_key *k = KEY_OF(n);
+        uint32_t first = first_readable(kv, k);
+        if (first == k->n_versions) {
+            continue;
+        }
+        n_keys++;
+        sink_le(s, k->key_len, 4);
+        sink_bytes(s, k->key, k->key_len);
+        sink_le(s, k->n_versions - first, 4);
+        for (uint32_t i = first; i < k->n_versions; i++) {
+            const struct kv_version *v = &k->versions[i];
+            sink_le(s, (uint64_t)v->mod_rev, 8);
+            sink_le(s, v->sub, 4);
+            sink_le(s, (uint64_t)v->create_rev, 8);
+            sink_le(s, (uint64_t)v->version, 8);
+            sink_le(s, (uint64_t)v->lease, 8);
+            sink_le(s, v->value_len, 4);
+            sink_bytes(s, v->value, v->value_len);
+        }
+    }
+    sink_le(s, 0, 4); /* end of keys: a real key is never empty */
+    sink_le(s, n_keys, 8);
+}
+
+uint64_t kv_digest(const struct kv *kv)
+{
+    struct sink s = {.hash = true, .h = HASH_FNV_INIT};
+    canonical_stream(kv, &s);
+    return s.h;
+}
+
+int kv_snapshot_encode(const struct kv *kv, uint8_t **buf, size_t *n)
+{
+    struct sink s = {0};
+    canonical_stream(kv, &s);
+    size_t size = s.n + 4;
+    uint8_t *p = malloc(size);
+    if (p == NULL) {
+        return KV_ENOMEM;
+    }
+    s = (struct sink){.p = p};
+    canonical_stream(kv, &s);
+    CC_ASSERT(s.n + 4 == size);
+    uint32_t crc = crc32c(0, p, s.n);
+    for (unsigned i = 0; i < 4; i++) {
+        p[s.n + i] = (uint8_t)(crc >> (8 * i));
+    }
+    *buf = p;
+    *n = size;
+    return 0;
+}
+
+/* Bounds-checked little-endian reader over a snapshot image. */
+struct snap_rd {
+    const uint8_t *p;
+    size_t n;
+    size_t off;
+};
+
+static bool snap_le(struct snap_rd *r, unsigned n_bytes, uint64_t *v)
+{
+    if (r->n - r->off < n_bytes) {
+        return false;
+    }
+    uint64_t x = 0;
+    for (unsigned i = 0; i < n_bytes; i++) {
+        x |= (uint64_t)r->p[r->off + i] << (8 * i);
+    }
+    r->off += n_bytes;
+    *v = x;
+    return true;
+}
+
+static bool snap_i64(struct snap_rd *r, int64_t *v)
+{
+    uint64_t x;
+    if (!snap_le(r, 8, &x)) {
+        return false;
+    }
+    *v = (int64_t)x;
+    return true;
+}
+
+static bool snap_u32(struct snap_rd *r, uint32_t *v)
+{
+    uint64_t x;
+    if (!snap_le(r, 4, &x)) {
+        return false;
+    }
+    *v = (uint32_t)x;
+    return true;
+}
+
+/* Checks v against the version before it (NULL for a key's first readable one). The
+ * rules are the ones apply_put and delete_key follow. */
+static bool snap_version_ok(const struct kv *kv, const struct kv_version *prev,
+                            const struct kv_version *v)
+{
+    if (v->mod_rev < 1 || v->mod_rev > kv->revision || v->value_len > KV_VALUE_BYTES_MAX) {
+        return false;
+    }
+    if (IS_TOMB(v)) {
+        /* A delete always follows a live version, which is then readable too. */
+        return prev != NULL && !IS_TOMB(prev) && v->mod_rev > prev->mod_rev && v->create_rev == 0 &&
+               v->lease == 0 && v->value_len == 0 && v->mod_rev > kv->compacted;
+    }
+    if (v->version < 1 || v->create_rev < 1 || v->create_rev > v->mod_rev || v->lease < 0) {
+        return false;
+    }
+    if (prev == NULL) {
+        /* Readable at the compacted revision: its predecessors were compacted away.
+         * Above it: nothing before was readable, so this put created the key. */
+        return v->mod_rev <= kv->compacted || (v->version == 1 && v->create_rev == v->mod_rev);
+    }
+    if (v->mod_rev <= prev->mod_rev || v->mod_rev <= kv->compacted) {
+        return false; /* only a key's first readable version may be <= compacted */
+    }
+    if (IS_TOMB(prev)) {
+        return v->version == 1 && v->create_rev == v->mod_rev;
+    }
+    return v->version == prev->version + 1 && v->create_rev == prev->create_rev &&
+           prev->version < INT64_MAX;
+}
+
+/* Reads one key and its versions; links it after the current last key. */
+static int snap_read_key(struct kv *kv, struct snap_rd *r, uint32_t key_len)
+{
+    uint32_t n_versions;
+    if (key_len > KV_KEY_BYTES_MAX || r->n - r->off < key_len) {
+        return KV_ECORRUPT;
+    }
+    const uint8_t *key = r->p + r->off;
+    r->off += key_len;
+    struct kv_avl_node *last = kv_avl_last(&kv->keys);
+    if (last != NULL && key_cmp(KEY_OF(last), key, key_len) >= 0) {
+        return KV_ECORRUPT; /* keys must be strictly ascending */
+    }
+    if (!snap_u32(r, &n_versions) || n_versions == 0 ||
+        n_versions > (r->n - r->off) / SNAP_VERSION_BYTES) {
+        return KV_ECORRUPT;
+    }
+    struct kv_key *k = malloc(sizeof *k + key_len);
+    struct kv_version *vs = n_versions > 1 ? malloc(n_versions * sizeof *vs) : NULL;
+    if (k == NULL || (n_versions > 1 && vs == NULL)) {
+        free(k);
+        free(vs);
+        return KV_ENOMEM;
+    }
+    memset(k, 0, sizeof *k);
+    k->key_len = key_len;
+    memcpy(k->key, key, key_len);
+    k->versions = vs != NULL ? vs : &k->one;
+    k->cap_versions = n_versions;
+    /* Linked first so kv_free reclaims it on any later error. */
+    kv_avl_link(&kv->keys, last, last != NULL ? &last->right : &kv->keys.root, &k->node);
+
+    for (uint32_t i = 0; i < n_versions; i++) {
+        struct kv_version v = {0};
+        uint32_t sub, len;
+        if (!snap_i64(r, &v.mod_rev) || !snap_u32(r, &sub) || !snap_i64(r, &v.create_rev) ||
+            !snap_i64(r, &v.version) || !snap_i64(r, &v.lease) || !snap_u32(r, &len) ||
+            r->n - r->off < len) {
+            return KV_ECORRUPT;
+        }
+        v.sub = sub;
+        v.value_len = len;
+        if (!snap_version_ok(kv, i > 0 ? &k->versions[i - 1] : NULL, &v)) {
+            return KV_ECORRUPT;
+        }
+        if (len > 0) {
+            v.value = malloc(len);
+            if (v.value == NULL) {
+                return KV_ENOMEM;
+            }
+            memcpy(v.value, r->p + r->off, len);
+            r->off += len;
+        }
+        k->versions[k->n_versions++] = v;
+        kv->n_versions++;
+        if (v.mod_rev > kv->compacted) {
+            if (kv->log_end == kv->log_cap) {
+                size_t ncap = kv->log_cap < 1024 ? 1024 : kv->log_cap * 2;
+                struct kv_log_entry *nl = realloc(kv->log, ncap * sizeof *nl);
+                if (nl == NULL) {
+                    return KV_ENOMEM;
+                }
+                kv->log = nl;
+                kv->log_cap = ncap;
+            }
+            kv->log[kv->log_end++] = (struct kv_log_entry){k, v.mod_rev, v.sub};
+        }
+    }
+    return 0;
+}
+
+static int log_entry_cmp(const void *a, const void *b)
+{
+    const struct kv_log_entry *x = a, *y = b;
+    if (x->rev != y->rev) {
+        return x->rev < y->rev ? -1 : 1;
+    }
+    return (x->sub > y->sub) - (x->sub < y->sub);
+}
+
+/* After all keys are read: order the log and prove it is the history of a real run,
+ * then attach leases. */
+static int snap_finish(struct kv *kv)
+{
+    if (kv->log_end > 0) {
+        qsort(kv->log, kv->log_end, sizeof *kv->log, log_entry_cmp);
+    }
+    /* Every revision above the compacted one (and above 1, which never has changes)
+     * holds changes with sub-revisions 0, 1, 2, ... */
+    int64_t expect_rev = (kv->compacted > 1 ? kv->compacted : 1) + 1;
+    uint32_t expect_sub = 0;
+    for (size_t i = 0; i < kv->log_end; i++) {
+        const struct kv_log_entry *e = &kv->log[i];
+        if (e->rev == expect_rev && e->sub == expect_sub) {
+            expect_sub++;
+        } else if (e->rev == expect_rev + 1 && e->sub == 0 && expect_sub > 0) {
+            expect_rev++;
+            expect_sub = 1;
+        } else {
+            return KV_ECORRUPT;
+        }
+    }
+    bool complete = kv->log_end == 0 ? expect_rev > kv->revision
+                                     : (expect_rev == kv->revision && expect_sub > 0);
+    if (!complete) {
+        return KV_ECORRUPT;
+    }
+    for (struct kv_avl_node *n = kv_avl_first(&kv->keys); n != NULL; n = kv_avl_next(n)) {
+        struct kv_key *k = KEY_OF(n);
+        const struct kv_version *v = latest_live(k);
+        if (v != NULL) {
+            kv->n_live++;
+            if (v->lease != 0) {
+                lease_attach(kv, k, v->lease); /* may abort on OOM, like apply */
+            }
+        }
+    }
+    return 0;
+}
+
+int kv_snapshot_decode(const uint8_t *buf, size_t n, struct kv **out)
+{
+    *out = NULL;
+    if (buf == NULL || n < SNAP_HEADER_BYTES + SNAP_TRAILER_BYTES) {
+        return KV_ECORRUPT;
+    }
+    uint32_t stored = (uint32_t)buf[n - 4] | (uint32_t)buf[n - 3] << 8 |
+                      (uint32_t)buf[n - 2] << 16 | (uint32_t)buf[n - 1] << 24;
+    if (crc32c(0, buf, n - 4) != stored || memcmp(buf, SNAP_MAGIC, 4) != 0) {
+        return KV_ECORRUPT;
+    }
+    struct snap_rd r = {buf, n - 4, 4};
+    uint32_t format;
+    struct kv *kv;
+    int64_t revision, compacted;
+    if (!snap_u32(&r, &format)) {
+        return KV_ECORRUPT;
+    }
+    if (format != SNAP_FORMAT_VERSION) {
+        return KV_EFORMAT;
+    }
+    if (!snap_i64(&r, &revision) || !snap_i64(&r, &compacted) || revision < 1 || compacted < 0 ||
+        compacted > revision) {
+        return KV_ECORRUPT;
+    }
+    int rv = kv_new(&kv);
+    if (rv != 0) {
+        return rv;
+    }
+    kv->revision = revision;
+    kv->compacted = compacted;
+    uint64_t n_keys = 0, n_keys_stored;
+    for (;;) {
+        uint32_t key_len;
+        if (!snap_u32(&r, &key_len)) {
+            rv = KV_ECORRUPT;
+            goto err_after_kv;
+        }
+        if (key_len == 0) {
+            break;
+        }
+        rv = snap_read_key(kv, &r, key_len);
+        if (rv != 0) {
+            goto err_after_kv;
+        }
+        n_keys++;
+    }
+    if (!snap_le(&r, 8, &n_keys_stored) || n_keys_stored != n_keys || r.off != r.n) {
+        rv = KV_ECORRUPT;
+        goto err_after_kv;
+    }
+    rv = snap_finish(kv);
+    if (rv != 0) {
+        goto err_after_kv;
+    }
+    *out = kv;
+    return 0;
+
+err_after_kv:
+    kv_free(kv);
+    CC_ASSERT(rv != 0);
+    return rv;
+}
+
+/* ==== lifecycle and queries ============================================== */
+
+int kv_new(struct kv **out)
+{
+    struct kv *kv = calloc(1, sizeof *kv);
+    if (kv == NULL) {
+        *out = NULL;
+        return KV_ENOMEM;
+    }
+    kv->revision = 1; /* etcd: an empty store is at revision 1 */
+    *out = kv;
+    return 0;
+}
+
+static void free_key_node(struct kv_avl_node *n, void *arg)
+{
+    free_key(KEY_OF(n));
+}
+
+static void free_lease_node(struct kv_avl_node *n, void *arg)
+{
+    free(LSET_OF(n));
+}
+
+void kv_free(struct kv *kv)
+{
+    if (kv == NULL) {
+        return;
+    }
+    kv_avl_clear(&kv->keys, free_key_node, NULL);
+    kv_avl_clear(&kv->leases, free_lease_node, NULL);
+    free(kv->log);
+    free(kv);
+}
+
+int64_t kv_revision(const struct kv *kv)
+{
+    return kv->revision;
+}
+
+int64_t kv_compacted_revision(const struct kv *kv)
+{
+    return kv->compacted;
+}
+
+void kv_stats(const struct kv *kv, struct kv_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->n_keys_live = kv->n_live;
+    out->n_keys_indexed = kv->keys.n_nodes;
+    out->n_versions = kv->n_versions;
+    out->n_leases = kv->leases.n_nodes;
+    out->n_trim_pending = trim_pending(kv);
+}
+
+bool kv_prefix_end(const uint8_t *prefix, uint32_t prefix_len, uint8_t *out, uint32_t *out_len)
+{
+    for (uint32_t i = prefix_len; i > 0; i--) {
+        if (prefix[i - 1] != 0xff) {
+            memcpy(out, prefix, i);
+            out[i - 1]++;
+            *out_len = i;
+            return true;
+        }
+    }
+    *out_len = 0;
+    return false;
+}
+
+const char *kv_strerror(int rv)
+{
+    switch (rv) {
+    case 0:
+        return "ok";
+    case KV_EINVAL:
+        return "invalid argument";
+    case KV_ENOMEM:
+        return "out of memory";
+    case KV_EMALFORMED:
+        return "malformed command or result bytes";
+    case KV_ECMDTOOBIG:
+        return "command exceeds KV_CMD_BYTES_MAX";
+    case KV_EKEYEMPTY:
+        return "key is empty";
+    case KV_EKEYTOOBIG:
+        return "key exceeds KV_KEY_BYTES_MAX";
+    case KV_EVALUETOOBIG:
+        return "value exceeds KV_VALUE_BYTES_MAX";
+    case KV_ETXNOPS:
+        return "txn branch exceeds KV_TXN_OPS_MAX ops";
+    case KV_ETXNCMPS:
+        return "txn exceeds KV_TXN_CMP_MAX compares";
+    case KV_ETXNDUPKEY:
+        return "txn branch writes the same key twice";
+    case KV_EKEYNOTFOUND:
+        return "key not found (ignore_value / ignore_lease)";
+    case KV_ECOMPACTED:
+        return "revision has been compacted";
+    case KV_EFUTUREREV:
+        return "revision is in the future";
+    case KV_ECORRUPT:
+        return "snapshot is corrupt";
+    case KV_EFORMAT:
+        return "unsupported format version";
+    default:
+        return "unknown kv error";
+    }
+}
