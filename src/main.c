@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/serve.h"
 #include "cli/wal_cmd.h"
 
 #ifndef CONCLAVE_VERSION
@@ -22,7 +23,6 @@
 
 #define CLI_EXIT_OK          0
 #define CLI_EXIT_USAGE       2 /* bad command line */
-#define CLI_EXIT_UNAVAILABLE 2 /* the subcommand exists but is not built yet */
 
 /* ---- usage ------------------------------------------------------------------------ */
 
@@ -30,12 +30,12 @@ static const char cli_usage_text[] =
     "usage: conclave <command> [args]\n"
     "\n"
     "commands:\n"
-    "  serve     run a Conclave node (not built yet)\n"
+    "  serve     run a Conclave node (serve --help for flags)\n"
     "  wal       check or repair a data directory: wal check|repair --data-dir DIR\n"
     "  version   print the version\n"
     "  help      print this help\n"
     "\n"
-    "The Raft core is exercised today by the simulator: build/conclave-sim --help\n";
+    "The Raft core is also exercised by the simulator: build/conclave-sim --help\n";
 
 /* ---- subcommands ------------------------------------------------------------------ */
 
@@ -51,14 +51,6 @@ static int cli_cmd_help(int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
-static int cli_cmd_serve(int argc, char **argv)
-{
-    fputs("conclave serve: the networked server is not built yet (issue #4); the Raft core "
-          "is exercised by build/conclave-sim — try: build/conclave-sim --seed 1 --verbose\n",
-          stderr);
-    return CLI_EXIT_UNAVAILABLE;
-}
-
 /* ---- dispatch table --------------------------------------------------------------- */
 
 struct cli_command {
@@ -67,7 +59,7 @@ struct cli_command {
 };
 
 static const struct cli_command cli_commands[] = {
-    {"serve", cli_cmd_serve}, {"version", cli_cmd_version}, {"--version", cli_cmd_version},
+    {"serve", cli_serve_main}, {"version", cli_cmd_version}, {"--version", cli_cmd_version},
     {"help", cli_cmd_help},   {"-h", cli_cmd_help},         {"--help", cli_cmd_help},
     {"wal", cli_wal_main},
 };

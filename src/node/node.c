@@ -1,0 +1,733 @@
+/* node.c -- one Conclave server: the loop that drives the Raft core (see node.h).
+ *
+ * Everything here runs on the libuv loop thread except the storage worker, which
+ * only talks to us through storage_poll() and a uv_async wakeup.
+ *
+ * The drive cycle: every input (tick, peer message, proposal, read, storage
+ * completion) calls into the core and then schedule_flush(). One idle callback per
+ * loop iteration drains raft_update_take() -- so a burst of proposals arriving in
+ * one iteration becomes one storage batch and one AppendEntries per follower
+ * (group commit, DESIGN "one event loop thread plus a storage thread").
+ *
+ * Invariants:
+ *   - msgs_after_persist of an update leave only after the storage worker reported
+ *     durable the batch submitted for that update, or for a later one (FIFO).
+ *   - a proposal's callback fires exactly once: applied (index and term match),
+ *     lost (another entry took its index), or cancelled / stopped.
+ *
+ * Sections: types | helpers | startup | flush | storage completions | inputs |
+ * snapshots | public API.
+ */
+#include "node/node.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/assert.h"
+#include "base/env.h"
+#include "node/transport.h"
+#include "storage/snap.h"
+#include "storage/storage_thread.h"
+#include "storage/wal.h"
+
+/* ==== types ============================================================== */
+
+#define NODE_COMPLETIONS_BATCH 64 /* storage completions taken per poll */
+
+struct pending_prop {
+    uint64_t index, term;
+    node_apply_cb cb;
+    void *arg;
+};
+
+struct pending_read {
+    uint64_t read_id; /* 0 once the core answered and we wait for apply */
+    uint64_t index;
+    node_read_cb cb;
+    void *arg;
+};
+
+/* Messages that wait until storage batch seq is durable. */
+struct held_msgs {
+    uint64_t seq;
+    struct raft_msg *msgs;
+    uint32_t n;
+};
+
+struct node {
+    uv_loop_t *loop;
+    struct node_config cfg;
+    struct env *env;
+    struct raft *raft;
+    struct kv *kv;
+    struct wal *wal;
+    struct storage *st;
+    struct transport tr;
+    bool tr_open;
+
+    uv_timer_t tick;
+    uv_idle_t flush_idle;
+    uv_async_t storage_wake;
+    bool flush_scheduled;
+    bool stopping;
+    int n_handles_open;
+
+    uint64_t last_seq_submitted;
+    uint64_t last_seq_durable;
+    struct held_msgs *held;
+    uint32_t n_held, cap_held;
+
+    struct pending_prop *props;
+    uint32_t n_props, cap_props;
+    struct pending_read *reads;
+    uint32_t n_reads, cap_reads;
+    uint64_t next_read_id;
+
+    uint64_t snap_index; /* of the newest state machine snapshot on disk */
+    uint32_t last_leader;
+    struct node_stats stats;
+};
+
+/* ==== helpers ============================================================ */
+
+const char *node_strerror(int rv)
+{
+    switch (rv) {
+    case 0: return "ok";
+    case NODE_ENOTLEADER: return "this node is not the leader";
+    case NODE_EFULL: return "too many pending requests (NODE_PENDING_MAX)";
+    case NODE_ESTOPPED: return "the node is shutting down";
+    case NODE_ELOST: return "leadership changed before the command committed; it was not applied";
+    case NODE_EINVAL: return "invalid node configuration";
+    case NODE_ESTORAGE: return "the data directory could not be opened or recovered";
+    default: return raft_strerror(rv);
+    }
+}
+
+static void node_log(struct node *n, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n->cfg.log_cb)
+        n->cfg.log_cb(n->cfg.log_arg, line);
+    else
+        fprintf(stderr, "conclave[%u]: %s\n", n->cfg.id, line);
+}
+
+static int grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    uint32_t ncap = *cap ? *cap * 2 : 16;
+    while (ncap < need)
+        ncap *= 2;
+    void *np = realloc(*p, (size_t)ncap * elem);
+    if (!np)
+        return NODE_EFULL;
+    *p = np;
+    *cap = ncap;
+    return 0;
+}
+
+void node_config_default(struct node_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->id = 1;
+    snprintf(c->data_dir, sizeof(c->data_dir), "conclave-data");
+    c->cluster_id = 0x636f6e636c617665ull; /* "conclave" */
+    c->tick_ms = 100;
+    c->election_ticks = 10;
+    c->snapshot_every = 10000;
+}
+
+const struct node_member *node_member(const struct node *n, uint32_t id)
+{
+    for (uint32_t i = 0; i < n->cfg.n_members; i++)
+        if (n->cfg.members[i].id == id)
+            return &n->cfg.members[i];
+    return NULL;
+}
+
+const struct node_member *node_self(const struct node *n) { return node_member(n, n->cfg.id); }
+struct kv *node_kv(struct node *n) { return n->kv; }
+struct raft *node_raft(struct node *n) { return n->raft; }
+void node_get_stats(const struct node *n, struct node_stats *out) { *out = n->stats; }
+
+static void schedule_flush(struct node *n);
+
+/* ==== flush: execute one raft_update ===================================== */
+
+static void send_msgs(struct node *n, const struct raft_msg *msgs, uint32_t count)
+{
+    for (uint32_t i = 0; i < count; i++)
+        transport_send(&n->tr, &msgs[i]); /* a dropped message is retried by Raft */
+}
+
+static void hold_msgs(struct node *n, const struct raft_msg *msgs, uint32_t count)
+{
+    if (grow((void **)&n->held, &n->cap_held, n->n_held + 1, sizeof(*n->held)) != 0)
+        return; /* dropping is safe: votes and acks are re-sent on demand */
+    struct held_msgs *h = &n->held[n->n_held];
+    h->seq = n->last_seq_submitted;
+    h->n = 0;
+    h->msgs = calloc(count, sizeof(*h->msgs));
+    if (!h->msgs)
+        return;
+    for (uint32_t i = 0; i < count; i++)
+        if (raft_msg_copy(&h->msgs[h->n], &msgs[i]) == 0)
+            h->n++;
+    n->n_held++;
+}
+
+static void release_held(struct node *n)
+{
+    uint32_t k = 0;
+    while (k < n->n_held && n->held[k].seq <= n->last_seq_durable) {
+        struct held_msgs *h = &n->held[k];
+        send_msgs(n, h->msgs, h->n);
+        for (uint32_t i = 0; i < h->n; i++)
+            raft_msg_free_copy(&h->msgs[i]);
+        free(h->msgs);
+        k++;
+    }
+    memmove(n->held, n->held + k, (n->n_held - k) * sizeof(*n->held));
+    n->n_held -= k;
+}
+
+static void finish_props_upto(struct node *n, uint64_t index, uint64_t term,
+                              const struct kv_result *res)
+{
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < n->n_props; i++) {
+        struct pending_prop p = n->props[i];
+        if (p.index > index) {
+            n->props[keep++] = p;
+            continue;
+        }
+        if (p.index == index && p.term == term)
+            p.cb(p.arg, res && res->err ? res->err : 0, res);
+        else
+            p.cb(p.arg, NODE_ELOST, NULL);
+    }
+    n->n_props = keep;
+}
+
+static void finish_reads_applied(struct node *n)
+{
+    uint64_t applied = raft_applied(n->raft);
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < n->n_reads; i++) {
+        struct pending_read r = n->reads[i];
+        if (r.read_id == 0 && r.index <= applied)
+            r.cb(r.arg, 0);
+        else
+            n->reads[keep++] = r;
+    }
+    n->n_reads = keep;
+}
+
+static void apply_entry(struct node *n, const struct raft_entry *e)
+{
+    n->stats.applied_entries++;
+    if (e->type != RAFT_ENTRY_COMMAND) {
+        finish_props_upto(n, e->index, 0, NULL);
+        return;
+    }
+    struct kv_result res;
+    kv_apply(n->kv, e->bytes, e->n_bytes, &res);
+    finish_props_upto(n, e->index, e->term, &res);
+    kv_result_free(&res);
+}
+
+static void answer_reads(struct node *n, const struct raft_read_ready *rr, uint32_t count)
+{
+    for (uint32_t k = 0; k < count; k++) {
+        for (uint32_t i = 0; i < n->n_reads; i++) {
+            struct pending_read *r = &n->reads[i];
+            if (r->read_id != rr[k].read_id)
+                continue;
+            if (rr[k].status != 0) {
+                node_read_cb cb = r->cb;
+                void *arg = r->arg;
+                n->reads[i] = n->reads[--n->n_reads];
+                cb(arg, rr[k].status);
+            } else {
+                r->read_id = 0;
+                r->index = rr[k].index;
+            }
+            break;
+        }
+    }
+}
+
+static void install_snapshot(struct node *n, const struct raft_snapshot *s)
+{
+    char msg[256];
+    int rv = snap_save(n->env, n->cfg.data_dir, s, msg, sizeof(msg));
+    if (rv != 0) {
+        node_log(n, "fatal: saving the installed snapshot failed: %s", msg);
+        exit(70);
+    }
+    struct kv *fresh = NULL;
+    rv = kv_snapshot_decode(s->bytes, s->n_bytes, &fresh);
+    if (rv != 0) {
+        node_log(n, "fatal: the leader's snapshot at index %llu does not decode: %s",
+                 (unsigned long long)s->index, kv_strerror(rv));
+        exit(70);
+    }
+    kv_free(n->kv);
+    n->kv = fresh;
+    n->snap_index = s->index;
+    n->stats.snapshots_installed++;
+    finish_props_upto(n, s->index, 0, NULL); /* their results are not knowable here */
+}
+
+static void maybe_take_snapshot(struct node *n);
+
+static void flush(struct node *n)
+{
+    for (int round = 0; round < 16 && raft_update_pending(n->raft); round++) {
+        struct raft_update u;
+        raft_update_take(n->raft, &u);
+        if (u.snapshot)
+            install_snapshot(n, u.snapshot);
+        struct wal_batch b = {
+            .snapshot_index = u.snapshot ? u.snapshot->index : 0,
+            .snapshot_term = u.snapshot ? u.snapshot->term : 0,
+            .truncate_from = u.truncate_from,
+            .entries = u.entries,
+            .n_entries = u.n_entries,
+            .has_hard_state = u.hard_state_changed,
+            .hard_state = u.hard_state,
+        };
+        if (b.snapshot_index || b.truncate_from || b.n_entries || b.has_hard_state) {
+            uint64_t seq = 0;
+            int rv = storage_submit(n->st, &b, &seq);
+            if (rv != 0) {
+                /* Backpressure or a stopped worker: we cannot honour the durability
+                 * order any more, so stop rather than risk acknowledging lost data. */
+                node_log(n, "fatal: storage submit failed: %s", storage_strerror(rv));
+                exit(70);
+            }
+            n->last_seq_submitted = seq;
+            n->stats.storage_batches++;
+        }
+        send_msgs(n, u.msgs_now, u.n_msgs_now);
+        if (u.n_msgs_after_persist > 0) {
+            if (n->last_seq_submitted > n->last_seq_durable)
+                hold_msgs(n, u.msgs_after_persist, u.n_msgs_after_persist);
+            else
+                send_msgs(n, u.msgs_after_persist, u.n_msgs_after_persist);
+        }
+        for (uint32_t i = 0; i < u.n_committed; i++)
+            apply_entry(n, &u.committed[i]);
+        answer_reads(n, u.reads, u.n_reads);
+        finish_reads_applied(n);
+    }
+    uint32_t leader = raft_leader(n->raft);
+    if (leader != n->last_leader) {
+        n->last_leader = leader;
+        n->stats.leader_changes++;
+        node_log(n, "leader is now %u (term %llu)", leader,
+                 (unsigned long long)raft_term(n->raft));
+    }
+    maybe_take_snapshot(n);
+    if (raft_update_pending(n->raft))
+        schedule_flush(n);
+}
+
+static void on_flush_idle(uv_idle_t *h)
+{
+    struct node *n = h->data;
+    uv_idle_stop(h);
+    n->flush_scheduled = false;
+    if (!n->stopping)
+        flush(n);
+}
+
+static void schedule_flush(struct node *n)
+{
+    if (n->flush_scheduled || n->stopping)
+        return;
+    n->flush_scheduled = true;
+    uv_idle_start(&n->flush_idle, on_flush_idle);
+}
+
+/* ==== storage completions ================================================= */
+
+static void on_storage_wake(uv_async_t *h)
+{
+    struct node *n = h->data;
+    struct storage_completion c[NODE_COMPLETIONS_BATCH];
+    uint32_t got;
+    while ((got = storage_poll(n->st, c, NODE_COMPLETIONS_BATCH)) > 0) {
+        for (uint32_t i = 0; i < got; i++) {
+            if (c[i].status != 0) {
+                /* fsyncgate: never retry; ENOSPC: the worker refuses later batches, so
+                 * the only safe continuation is a restart from what is on disk. */
+                node_log(n, "fatal: storage batch %llu failed: %s%s",
+                         (unsigned long long)c[i].seq, storage_strerror(c[i].status),
+                         c[i].fatal ? " (fsync failure)" : "");
+                exit(c[i].status == WAL_ENOSPC ? 75 : 70);
+            }
+            n->last_seq_durable = c[i].seq;
+            raft_persisted(n->raft, c[i].durable_index, c[i].durable_term);
+        }
+    }
+    release_held(n);
+    schedule_flush(n);
+}
+
+static void storage_wakeup_cb(void *arg)
+{
+    uv_async_send(arg); /* the only thing the worker thread may do to the loop */
+}
+
+/* ==== inputs ============================================================== */
+
+static void on_tick(uv_timer_t *h)
+{
+    struct node *n = h->data;
+    raft_tick(n->raft);
+    schedule_flush(n);
+}
+
+static void on_peer_msg(void *data, const struct raft_msg *m)
+{
+    struct node *n = data;
+    if (n->stopping)
+        return;
+    raft_step(n->raft, m); /* malformed messages are rejected by the core */
+    schedule_flush(n);
+}
+
+/* ==== snapshots ============================================================ */
+
+static void maybe_take_snapshot(struct node *n)
+{
+    uint64_t applied = raft_applied(n->raft);
+    if (n->cfg.snapshot_every == 0 || applied < n->snap_index + n->cfg.snapshot_every)
+        return;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (kv_snapshot_encode(n->kv, &buf, &len) != 0)
+        return;
+    int rv = raft_snapshot_taken(n->raft, applied, buf, len);
+    if (rv != 0) {
+        free(buf);
+        return;
+    }
+    const struct raft_snapshot *s = raft_snapshot(n->raft);
+    char msg[256];
+    rv = snap_save(n->env, n->cfg.data_dir, s, msg, sizeof(msg));
+    free(buf);
+    if (rv != 0) {
+        node_log(n, "snapshot at %llu not saved: %s", (unsigned long long)applied, msg);
+        if (rv == SNAP_ESYNC)
+            exit(70);
+        return;
+    }
+    n->snap_index = applied;
+    n->stats.snapshots_taken++;
+    snap_prune(n->env, n->cfg.data_dir, NODE_SNAPSHOT_KEEP, NULL);
+    struct snap_info infos[NODE_SNAPSHOT_KEEP];
+    uint32_t n_infos = 0;
+    if (snap_list(n->env, n->cfg.data_dir, infos, NODE_SNAPSHOT_KEEP, &n_infos) == 0 &&
+        n_infos > 0)
+        storage_compact(n->st, infos[n_infos - 1].index, NULL); /* the oldest one kept */
+}
+
+/* ==== startup ============================================================== */
+
+static int bootstrap_wal(struct node *n, struct wal *w)
+{
+    struct raft_config c = {0};
+    for (uint32_t i = 0; i < n->cfg.n_members; i++)
+        c.servers[c.n_servers++] = (struct raft_server){n->cfg.members[i].id, RAFT_VOTER};
+    uint8_t buf[RAFT_CONFIG_BYTES_MAX];
+    struct raft_entry e;
+    int rv = raft_bootstrap_entry(&c, buf, sizeof(buf), &e);
+    if (rv != 0)
+        return rv;
+    struct wal_batch b = {.entries = &e, .n_entries = 1, .has_hard_state = true,
+                          .hard_state = {.term = 1}};
+    rv = wal_write(w, &b);
+    if (rv == 0)
+        rv = wal_sync(w, NULL, NULL);
+    return rv;
+}
+
+static void on_handle_closed(uv_handle_t *h);
+static void on_transport_closed(struct transport *t);
+
+static bool node_member_in(const struct node_config *c, uint32_t id)
+{
+    for (uint32_t i = 0; i < c->n_members; i++)
+        if (c->members[i].id == id)
+            return true;
+    return false;
+}
+
+int node_start(uv_loop_t *loop, const struct node_config *c, struct node **out, char *msg,
+               size_t msg_cap)
+{
+    int rv = NODE_EINVAL;
+    if (c->id == 0 || c->n_members == 0 || !node_member_in(c, c->id) || c->tick_ms == 0) {
+        snprintf(msg, msg_cap, "node id %u must be one of the %u members", c->id, c->n_members);
+        return NODE_EINVAL;
+    }
+    struct node *n = calloc(1, sizeof(*n));
+    if (!n)
+        return NODE_EFULL;
+    n->loop = loop;
+    n->cfg = *c;
+    n->env = env_posix();
+    n->env->mkdir(n->env, c->data_dir);
+
+    /* 1. the newest valid snapshot, if any */
+    struct raft_snapshot snap = {0};
+    struct snap_info info;
+    char why[512] = "";
+    bool have_snap = false;
+    rv = snap_load_latest(n->env, c->data_dir, &snap, &info, why, sizeof(why));
+    if (rv == 0) {
+        have_snap = true;
+        rv = kv_snapshot_decode(snap.bytes, snap.n_bytes, &n->kv);
+        if (rv != 0) {
+            snprintf(msg, msg_cap, "snapshot %s does not decode: %s", info.name, kv_strerror(rv));
+            goto err_after_snap;
+        }
+        n->snap_index = snap.index;
+    } else if (rv != SNAP_ENOENT) {
+        snprintf(msg, msg_cap, "loading snapshots from %s: %s", c->data_dir, why);
+        goto err_after_snap;
+    } else if ((rv = kv_new(&n->kv)) != 0) {
+        snprintf(msg, msg_cap, "out of memory");
+        goto err_after_snap;
+    }
+
+    /* 2. the WAL; a brand-new founding member writes the bootstrap entry */
+    struct wal_options wo;
+    wal_options_default(&wo);
+    wo.create = true;
+    struct wal_recovered rec;
+    rv = wal_open(n->env, c->data_dir, &wo, &n->wal, &rec, why, sizeof(why));
+    if (rv != 0) {
+        snprintf(msg, msg_cap, "opening the WAL in %s: %s", c->data_dir, why);
+        goto err_after_kv;
+    }
+    if (!rec.has_hard_state && rec.n_entries == 0 && !have_snap && !c->join) {
+        wal_recovered_free(&rec);
+        rv = bootstrap_wal(n, n->wal);
+        if (rv != 0) {
+            snprintf(msg, msg_cap, "bootstrapping %s: %s", c->data_dir, wal_strerror(rv));
+            goto err_after_wal;
+        }
+        wal_close(n->wal);
+        rv = wal_open(n->env, c->data_dir, &wo, &n->wal, &rec, why, sizeof(why));
+        if (rv != 0) {
+            snprintf(msg, msg_cap, "reopening the WAL in %s: %s", c->data_dir, why);
+            goto err_after_kv;
+        }
+    }
+
+    /* 3. the Raft core */
+    struct raft_options ro;
+    raft_options_default(&ro, c->id, c->cluster_id ^ ((uint64_t)c->id << 32) ^ rec.last_index);
+    ro.election_ticks = c->election_ticks;
+    struct raft_recovered rr = {.hard_state = rec.hard_state,
+                                .snapshot = have_snap ? &snap : NULL,
+                                .entries = rec.entries,
+                                .n_entries = rec.n_entries};
+    rv = raft_new(&ro, &rr, &n->raft);
+    wal_recovered_free(&rec);
+    if (rv != 0) {
+        snprintf(msg, msg_cap, "the recovered log is inconsistent: %s", raft_strerror(rv));
+        goto err_after_wal;
+    }
+
+    /* 4. storage worker, transport, timers */
+    uv_async_init(loop, &n->storage_wake, on_storage_wake);
+    n->storage_wake.data = n;
+    n->n_handles_open++;
+    struct storage_options so = {.wakeup_arg = &n->storage_wake, .wakeup_cb = storage_wakeup_cb};
+    rv = storage_start(n->wal, &so, &n->st);
+    if (rv != 0) {
+        snprintf(msg, msg_cap, "starting the storage thread: %s", storage_strerror(rv));
+        goto err_after_raft;
+    }
+    const struct node_member *self = node_member(n, c->id);
+    rv = transport_init(&n->tr, loop, c->id, c->cluster_id, self->peer_addr, on_peer_msg, n);
+    n->tr_open = true;
+    if (rv != 0) {
+        snprintf(msg, msg_cap, "listening for peers on %s: %s", self->peer_addr,
+                 transport_errmsg(&n->tr));
+        goto err_after_storage;
+    }
+    for (uint32_t i = 0; i < c->n_members; i++)
+        if (c->members[i].id != c->id)
+            transport_set_peer(&n->tr, c->members[i].id, c->members[i].peer_addr);
+    uv_timer_init(loop, &n->tick);
+    n->tick.data = n;
+    n->n_handles_open++;
+    uv_timer_start(&n->tick, on_tick, c->tick_ms, c->tick_ms);
+    uv_idle_init(loop, &n->flush_idle);
+    n->flush_idle.data = n;
+    n->n_handles_open++;
+    if (have_snap)
+        snap_free(&snap);
+    schedule_flush(n); /* apply what the WAL says is committed */
+    *out = n;
+    return 0;
+
+err_after_storage:
+    storage_stop(n->st);
+    n->st = NULL;
+err_after_raft:
+    raft_free(n->raft);
+    n->raft = NULL;
+err_after_wal:
+    if (n->st == NULL && n->wal)
+        wal_close(n->wal);
+    n->wal = NULL;
+err_after_kv:
+    kv_free(n->kv);
+    n->kv = NULL;
+err_after_snap:
+    if (have_snap)
+        snap_free(&snap);
+    /* handles already initialised close asynchronously and free n when done */
+    if (n->n_handles_open > 0 || n->tr_open) {
+        n->stopping = true;
+        if (n->tr_open)
+            transport_close(&n->tr, on_transport_closed);
+        if (n->n_handles_open > 0)
+            uv_close((uv_handle_t *)&n->storage_wake, on_handle_closed);
+    } else {
+        free(n);
+    }
+    return rv ? rv : NODE_ESTORAGE;
+}
+
+/* ==== public API ============================================================= */
+
+int node_propose(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb cb, void *arg)
+{
+    if (n->stopping)
+        return NODE_ESTOPPED;
+    if (n->n_props >= NODE_PENDING_MAX)
+        return NODE_EFULL;
+    if (len > RAFT_ENTRY_BYTES_MAX)
+        return RAFT_ETOOBIG;
+    uint64_t index = 0;
+    int rv = raft_propose(n->raft, cmd, (uint32_t)len, &index);
+    if (rv == RAFT_ENOTLEADER)
+        return NODE_ENOTLEADER;
+    if (rv != 0)
+        return rv;
+    if (grow((void **)&n->props, &n->cap_props, n->n_props + 1, sizeof(*n->props)) != 0)
+        return NODE_EFULL; /* the entry is proposed; it will apply without a callback */
+    n->props[n->n_props++] =
+        (struct pending_prop){.index = index, .term = raft_term(n->raft), .cb = cb, .arg = arg};
+    n->stats.proposals++;
+    schedule_flush(n);
+    return 0;
+}
+
+int node_read(struct node *n, bool linearizable, node_read_cb cb, void *arg)
+{
+    if (n->stopping)
+        return NODE_ESTOPPED;
+    if (!linearizable) {
+        cb(arg, 0);
+        return 0;
+    }
+    if (n->n_reads >= NODE_PENDING_MAX)
+        return NODE_EFULL;
+    if (grow((void **)&n->reads, &n->cap_reads, n->n_reads + 1, sizeof(*n->reads)) != 0)
+        return NODE_EFULL;
+    uint64_t id = ++n->next_read_id;
+    int rv = raft_read_index(n->raft, id);
+    if (rv != 0)
+        return rv;
+    n->reads[n->n_reads++] = (struct pending_read){.read_id = id, .cb = cb, .arg = arg};
+    n->stats.reads++;
+    schedule_flush(n);
+    return 0;
+}
+
+void node_cancel(struct node *n, void *arg)
+{
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < n->n_props; i++)
+        if (n->props[i].arg != arg)
+            n->props[keep++] = n->props[i];
+    n->n_props = keep;
+    keep = 0;
+    for (uint32_t i = 0; i < n->n_reads; i++)
+        if (n->reads[i].arg != arg)
+            n->reads[keep++] = n->reads[i];
+    n->n_reads = keep;
+}
+
+static void node_free(struct node *n)
+{
+    for (uint32_t i = 0; i < n->n_held; i++) {
+        for (uint32_t k = 0; k < n->held[i].n; k++)
+            raft_msg_free_copy(&n->held[i].msgs[k]);
+        free(n->held[i].msgs);
+    }
+    free(n->held);
+    free(n->props);
+    free(n->reads);
+    if (n->st)
+        storage_stop(n->st);
+    if (n->wal)
+        wal_close(n->wal);
+    raft_free(n->raft);
+    kv_free(n->kv);
+    free(n);
+}
+
+static void maybe_free(struct node *n)
+{
+    if (n->n_handles_open == 0 && !n->tr_open)
+        node_free(n);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct node *n = h->data;
+    n->n_handles_open--;
+    maybe_free(n);
+}
+
+static void on_transport_closed(struct transport *t)
+{
+    struct node *n = (struct node *)((char *)t - offsetof(struct node, tr));
+    n->tr_open = false;
+    maybe_free(n);
+}
+
+void node_stop(struct node *n)
+{
+    if (n->stopping)
+        return;
+    n->stopping = true;
+    for (uint32_t i = 0; i < n->n_props; i++)
+        n->props[i].cb(n->props[i].arg, NODE_ESTOPPED, NULL);
+    n->n_props = 0;
+    for (uint32_t i = 0; i < n->n_reads; i++)
+        n->reads[i].cb(n->reads[i].arg, NODE_ESTOPPED);
+    n->n_reads = 0;
+    uv_close((uv_handle_t *)&n->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&n->flush_idle, on_handle_closed);
+    uv_close((uv_handle_t *)&n->storage_wake, on_handle_closed);
+    transport_close(&n->tr, on_transport_closed);
+}

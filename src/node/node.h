@@ -1,0 +1,97 @@
+/* node.h -- one Conclave server: the libuv loop that drives the Raft core, the storage
+ * thread, the peer transport and the KV state machine.
+ *
+ * The node owns everything below the API layer. Callers (the HTTP API, later RESP) ask
+ * it to propose a KV command or to make a read safe, and get a callback on the loop
+ * thread when that happened:
+ *
+ *   node_propose(n, cmd, len, cb, arg)   leader only; cb(status, kv_result) after the
+ *                                        command is committed and applied here
+ *   node_read(n, linearizable, cb, arg)  cb(status) once the local state machine may be
+ *                                        read: after a batched ReadIndex round
+ *                                        (linearizable) or at once (serializable)
+ *   node_cancel(n, arg)                  forget every pending callback with this arg
+ *
+ * Durability order (raft.h host contract): an update's persist part goes to the storage
+ * thread; its msgs_now leave at once; msgs_after_persist wait until the storage thread
+ * reports that batch (and every earlier one) durable; committed entries are applied only
+ * after that too (the core guarantees it).
+ *
+ * Ownership: node_start() allocates the node; node_stop() closes every handle and frees it
+ * from its close callback. kv_result pointers passed to callbacks die when they return.
+ */
+#ifndef CC_NODE_NODE_H
+#define CC_NODE_NODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "raft/raft.h"
+#include "sm/kv.h"
+
+#define NODE_NAME_BYTES 64       /* member names: short, printable */
+#define NODE_ADDR_BYTES 262      /* "host:port" + NUL, as TRANSPORT_ADDR_BYTES_MAX */
+#define NODE_PATH_BYTES 4096     /* data directory */
+#define NODE_PENDING_MAX 65536   /* proposals + reads waiting on one node: bounds memory */
+#define NODE_SNAPSHOT_KEEP 2     /* snapshot files kept; the WAL is kept back to the oldest */
+
+enum {
+    NODE_ENOTLEADER = -1801, /* propose on a follower: forward to node_leader_http() */
+    NODE_EFULL = -1802,      /* NODE_PENDING_MAX reached */
+    NODE_ESTOPPED = -1803,   /* the node is shutting down */
+    NODE_ELOST = -1804,      /* the entry at our index was replaced: not committed */
+    NODE_EINVAL = -1805,     /* bad configuration */
+    NODE_ESTORAGE = -1806,   /* the data directory could not be opened or recovered */
+};
+const char *node_strerror(int rv);
+
+struct node_member {
+    uint32_t id;
+    char name[NODE_NAME_BYTES];
+    char peer_addr[NODE_ADDR_BYTES];
+    char http_addr[NODE_ADDR_BYTES];
+};
+
+struct node_config {
+    uint32_t id;
+    char data_dir[NODE_PATH_BYTES];
+    uint64_t cluster_id;
+    uint32_t tick_ms;         /* one Raft tick */
+    uint32_t election_ticks;  /* election timeout in ticks */
+    uint64_t snapshot_every;  /* applied entries between state machine snapshots */
+    bool join;                /* start empty and wait to be added, instead of bootstrapping */
+    /* the founding members (including this one), or the known ones when joining */
+    struct node_member members[RAFT_SERVERS_MAX];
+    uint32_t n_members;
+    void (*log_cb)(void *arg, const char *line);
+    void *log_arg;
+};
+void node_config_default(struct node_config *c);
+
+struct node;
+typedef void (*node_apply_cb)(void *arg, int status, const struct kv_result *res);
+typedef void (*node_read_cb)(void *arg, int status);
+
+int node_start(uv_loop_t *loop, const struct node_config *c, struct node **out, char *msg,
+               size_t msg_cap);
+void node_stop(struct node *n);
+
+int node_propose(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb cb, void *arg);
+int node_read(struct node *n, bool linearizable, node_read_cb cb, void *arg);
+void node_cancel(struct node *n, void *arg);
+
+struct kv *node_kv(struct node *n);
+struct raft *node_raft(struct node *n);
+const struct node_member *node_member(const struct node *n, uint32_t id); /* NULL = unknown */
+const struct node_member *node_self(const struct node *n);
+
+struct node_stats {
+    uint64_t proposals, applied_entries, reads, read_rounds;
+    uint64_t storage_batches, storage_syncs;
+    uint64_t snapshots_taken, snapshots_installed;
+    uint64_t leader_changes;
+};
+void node_get_stats(const struct node *n, struct node_stats *out);
+
+#endif /* CC_NODE_NODE_H */
