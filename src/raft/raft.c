@@ -28,6 +28,8 @@
 
 #define RAFT_ROUNDS_RING 64  /* heartbeat rounds whose send tick we remember (lease) */
 #define RAFT_SNAPSHOT_BYTES_MAX (1ull << 32) /* bounds a follower's receive buffer */
+#define RAFT_TERM_MAX (UINT64_MAX / 2)  /* terms and indexes above this are forged: */
+#define RAFT_INDEX_MAX (UINT64_MAX / 2) /* they could wrap on increment */
 #define RAFT_HB_STALL_MAX 3  /* heartbeat acks without progress before re-probing */
 #define RAFT_PROMOTE_LAG_MAX RAFT_APPEND_ENTRIES_MAX /* learner lag allowed at promotion */
 
@@ -70,7 +72,7 @@ struct outbox {
 struct snap_recv {
     uint64_t index, term;
     struct raft_config config;
-    uint64_t n_total, received;
+    uint64_t n_total, received, cap;
     uint8_t *buf;
 };
 
@@ -1001,6 +1003,8 @@ static void handle_append_resp(struct raft *r, const struct raft_msg *m)
     if (!p)
         return;
     const struct raft_msg_append_resp *a = &m->append_resp;
+    if (a->index > last_index(r))
+        return; /* we never sent that index this term: a forged or corrupt answer */
     p->heard_tick = r->now;
     if (!a->reject) {
         bool advanced = false;
@@ -1188,7 +1192,9 @@ static void handle_snapshot(struct raft *r, const struct raft_msg *m)
             return;
         }
         recv_reset(r);
-        rc->buf = malloc(s->n_total ? s->n_total : 1);
+        /* Grown as chunks arrive: a forged n_total must not allocate by itself. */
+        rc->cap = min_u64(s->n_total, r->o.snapshot_chunk_bytes) + 1;
+        rc->buf = malloc(rc->cap);
         if (!rc->buf)
             return;
         rc->index = s->index;
@@ -1200,7 +1206,18 @@ static void handle_snapshot(struct raft *r, const struct raft_msg *m)
         reply_snapshot(r, m, rc->received, false);
         return;
     }
-    memcpy(rc->buf + rc->received, s->bytes, s->n_bytes);
+    if (rc->received + s->n_bytes > rc->cap) {
+        uint64_t cap = rc->cap;
+        while (cap < rc->received + s->n_bytes)
+            cap = min_u64(cap * 2, rc->n_total + 1);
+        uint8_t *nb = realloc(rc->buf, cap);
+        if (!nb)
+            return; /* the leader resends this chunk */
+        rc->buf = nb;
+        rc->cap = cap;
+    }
+    if (s->n_bytes > 0)
+        memcpy(rc->buf + rc->received, s->bytes, s->n_bytes);
     rc->received += s->n_bytes;
     if (rc->received < rc->n_total) {
         reply_snapshot(r, m, rc->received, false);
@@ -1407,7 +1424,8 @@ int raft_new(const struct raft_options *o, const struct raft_recovered *rec, str
         r->snap.bytes = malloc(snap->n_bytes ? snap->n_bytes : 1);
         if (!r->snap.bytes)
             goto err_after_alloc;
-        memcpy(r->snap.bytes, snap->bytes, snap->n_bytes);
+        if (snap->n_bytes > 0)
+            memcpy(r->snap.bytes, snap->bytes, snap->n_bytes);
         r->config = snap->config;
         r->config_index = snap->index;
     }
@@ -1525,11 +1543,13 @@ static bool msg_valid(const struct raft *r, const struct raft_msg *m)
 {
     if (m->type < 1 || m->type > RAFT_MSG_TYPE_MAX)
         return false;
-    if (m->from == 0 || m->from == r->o.id || m->to != r->o.id)
+    if (m->from == 0 || m->from == r->o.id || m->to != r->o.id || m->term > RAFT_TERM_MAX)
         return false;
     if (m->type == RAFT_MSG_APPEND) {
         const struct raft_msg_append *a = &m->append;
         if (a->n_entries > RAFT_APPEND_ENTRIES_MAX || (a->n_entries > 0 && !a->entries))
+            return false;
+        if (a->prev_index > RAFT_INDEX_MAX || a->commit > RAFT_INDEX_MAX)
             return false;
         if (a->prev_term > m->term)
             return false;
@@ -1553,7 +1573,8 @@ static bool msg_valid(const struct raft *r, const struct raft_msg *m)
         const struct raft_msg_snapshot *s = &m->snapshot;
         if (s->n_total > RAFT_SNAPSHOT_BYTES_MAX || s->offset > s->n_total ||
             s->n_bytes > s->n_total - s->offset || (s->n_bytes > 0 && !s->bytes) ||
-            s->index == 0 || s->term == 0 || s->term > m->term || !config_valid(&s->config))
+            s->index == 0 || s->index > RAFT_INDEX_MAX || s->term == 0 || s->term > m->term ||
+            !config_valid(&s->config))
             return false;
     }
     return true;
@@ -1701,7 +1722,8 @@ int raft_snapshot_taken(struct raft *r, uint64_t index, const void *bytes, uint6
     uint8_t *copy = malloc(n_bytes ? n_bytes : 1);
     if (!copy)
         return RAFT_ENOMEM;
-    memcpy(copy, bytes, n_bytes);
+    if (n_bytes > 0)
+        memcpy(copy, bytes, n_bytes);
     struct raft_config c;
     uint64_t c_index;
     config_at(r, index, &c, &c_index);
