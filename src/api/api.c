@@ -216,7 +216,9 @@ static void on_applied(void *arg, int status, const struct kv_result *res)
     struct op *o = arg;
     if (o->finished)
         return;
-    if (status == NODE_ELOST) {
+    if (status == NODE_EUNKNOWN) {
+        http_respond_error(o->req, 504, "outcome_unknown", "%s", node_strerror(status));
+    } else if (status == NODE_ELOST) {
         http_respond_error(o->req, 503, "leader_changed",
                            "leadership changed before the write committed; it was not applied, retry");
     } else if (status != 0 && (!res || res->err == 0)) {

@@ -340,8 +340,8 @@ static void msgcodec__encode_body(const struct raft_msg *m, struct msgcodec__wr 
         msgcodec__wr_u64(w, m->snapshot.index);
         msgcodec__wr_u64(w, m->snapshot.term);
         size_t n_config = 0;
-        const int rv = raft_config_encode(&m->snapshot.config, w->p, (size_t)(w->end - w->p),
-                                          &n_config);
+        const int rv =
+            raft_config_encode(&m->snapshot.config, w->p, (size_t)(w->end - w->p), &n_config);
         CC_ASSERT(rv == 0); /* checked valid, and sized by msgcodec_payload_size() */
         w->p += n_config;
         msgcodec__wr_u64(w, m->snapshot.n_total);
@@ -395,20 +395,20 @@ err:
 /* ---- decode ------------------------------------------------------------------------- */
 
 /* Reads one field or leaves with ETRUNCATED. */
-#define MSGCODEC__GET(call)                                                                    \
-    do {                                                                                       \
-        if (!(call)) {                                                                         \
-            rv = MSGCODEC_ETRUNCATED;                                                          \
-            goto err;                                                                          \
-        }                                                                                      \
+#define MSGCODEC__GET(call)           \
+    do {                              \
+        if (!(call)) {                \
+            rv = MSGCODEC_ETRUNCATED; \
+            goto err;                 \
+        }                             \
     } while (0)
 
-#define MSGCODEC__TRY(call)                                                                    \
-    do {                                                                                       \
-        rv = (call);                                                                           \
-        if (rv != 0) {                                                                         \
-            goto err;                                                                          \
-        }                                                                                      \
+#define MSGCODEC__TRY(call) \
+    do {                    \
+        rv = (call);        \
+        if (rv != 0) {      \
+            goto err;       \
+        }                   \
     } while (0)
 
 static int msgcodec__decode_append(struct msgcodec__rd *r, struct raft_msg *m,
@@ -591,8 +591,7 @@ bool msgcodec_msg_equal(const struct raft_msg *a, const struct raft_msg *b)
         return a->vote_resp.granted == b->vote_resp.granted;
     case RAFT_MSG_APPEND:
         if (a->append.prev_index != b->append.prev_index ||
-            a->append.prev_term != b->append.prev_term ||
-            a->append.commit != b->append.commit ||
+            a->append.prev_term != b->append.prev_term || a->append.commit != b->append.commit ||
             a->append.n_entries != b->append.n_entries) {
             return false;
         }
@@ -600,7 +599,8 @@ bool msgcodec_msg_equal(const struct raft_msg *a, const struct raft_msg *b)
             const struct raft_entry *x = &a->append.entries[i];
             const struct raft_entry *y = &b->append.entries[i];
             if (x->term != y->term || x->index != y->index || x->type != y->type ||
-                x->n_bytes != y->n_bytes || !msgcodec__bytes_equal(x->bytes, y->bytes, x->n_bytes)) {
+                x->n_bytes != y->n_bytes ||
+                !msgcodec__bytes_equal(x->bytes, y->bytes, x->n_bytes)) {
                 return false;
             }
         }
@@ -693,8 +693,7 @@ int msgcodec_payload_check(const struct msgcodec_header *h, const uint8_t *paylo
     return crc32c(0, payload, h->payload_len) == h->crc ? 0 : MSGCODEC_ECRC;
 }
 
-int msgcodec_frame_encode_raft(const struct raft_msg *m, uint8_t *buf, size_t cap,
-                               size_t *n_out)
+int msgcodec_frame_encode_raft(const struct raft_msg *m, uint8_t *buf, size_t cap, size_t *n_out)
 {
     CC_ASSERT(m != NULL);
     CC_ASSERT(n_out != NULL);

@@ -53,11 +53,11 @@
 
 /* ---- format constants ------------------------------------------------------------- */
 
-#define MSGCODEC_MAGIC        UINT32_C(0x4C434E43) /* "CNCL" read as a little-endian u32 */
-#define MSGCODEC_VERSION      1
-#define MSGCODEC_HEADER_BYTES 16
-#define MSGCODEC_HELLO_BYTES  12
-#define MSGCODEC_HEAD_BYTES   17 /* type, from, to, term */
+#define MSGCODEC_MAGIC                UINT32_C(0x4C434E43) /* "CNCL" read as a little-endian u32 */
+#define MSGCODEC_VERSION              1
+#define MSGCODEC_HEADER_BYTES         16
+#define MSGCODEC_HELLO_BYTES          12
+#define MSGCODEC_HEAD_BYTES           17 /* type, from, to, term */
 #define MSGCODEC_ENTRY_FIXED_BYTES    21 /* term, index, type, n_bytes */
 #define MSGCODEC_APPEND_FIXED_BYTES   (MSGCODEC_HEAD_BYTES + 28)
 #define MSGCODEC_SNAPSHOT_FIXED_BYTES (MSGCODEC_HEAD_BYTES + 36) /* without config, chunk */
@@ -88,31 +88,31 @@ _Static_assert(MSGCODEC_SNAPSHOT_FIXED_BYTES + RAFT_CONFIG_BYTES_MAX +
                        (uint64_t)MSGCODEC_CHUNK_BYTES_MAX <=
                    MSGCODEC_PAYLOAD_BYTES_MAX,
                "a largest snapshot chunk must fit in a frame");
-_Static_assert((uint64_t)RAFT_APPEND_ENTRIES_MAX *
-                       (MSGCODEC_ENTRY_FIXED_BYTES + (uint64_t)RAFT_ENTRY_BYTES_MAX) >
-                   MSGCODEC_PAYLOAD_BYTES_MAX,
+#define MSGCODEC__APPEND_FULL_BYTES \
+    ((uint64_t)RAFT_APPEND_ENTRIES_MAX * (MSGCODEC_ENTRY_FIXED_BYTES + RAFT_ENTRY_BYTES_MAX))
+_Static_assert(MSGCODEC__APPEND_FULL_BYTES > MSGCODEC_PAYLOAD_BYTES_MAX,
                "a full AppendEntries can exceed a frame: senders must trim (append_fit)");
 
 /* ---- errors (negative, in the msgcodec range) -------------------------------------- */
 
 enum {
-    MSGCODEC_ETRUNCATED = -1601, /* input ends inside a field */
-    MSGCODEC_ETRAILING = -1602,  /* bytes left after the last field */
-    MSGCODEC_ETYPE = -1603,      /* message type not in 1..RAFT_MSG_TYPE_MAX */
-    MSGCODEC_ETOOMANY = -1604,   /* n_entries > RAFT_APPEND_ENTRIES_MAX */
-    MSGCODEC_ETOOBIG = -1605,    /* entry > RAFT_ENTRY_BYTES_MAX or chunk > CHUNK_BYTES_MAX */
-    MSGCODEC_EENTRYTYPE = -1606, /* entry type not a raft_entry_type */
-    MSGCODEC_ECONFIG = -1607,    /* embedded raft_config invalid or > RAFT_SERVERS_MAX */
-    MSGCODEC_EBOOL = -1608,      /* boolean byte neither 0 nor 1 */
-    MSGCODEC_ENOSPC = -1609,     /* encode: output buffer too small */
-    MSGCODEC_EINVAL = -1610,     /* encode: NULL bytes/entries with a nonzero count */
-    MSGCODEC_EMAGIC = -1611,     /* frame: magic is not "CNCL" */
-    MSGCODEC_EVERSION = -1612,   /* frame: unknown version */
-    MSGCODEC_EKIND = -1613,      /* frame: unknown kind */
-    MSGCODEC_ERESERVED = -1614,  /* frame: reserved field nonzero */
+    MSGCODEC_ETRUNCATED = -1601,   /* input ends inside a field */
+    MSGCODEC_ETRAILING = -1602,    /* bytes left after the last field */
+    MSGCODEC_ETYPE = -1603,        /* message type not in 1..RAFT_MSG_TYPE_MAX */
+    MSGCODEC_ETOOMANY = -1604,     /* n_entries > RAFT_APPEND_ENTRIES_MAX */
+    MSGCODEC_ETOOBIG = -1605,      /* entry > RAFT_ENTRY_BYTES_MAX or chunk > CHUNK_BYTES_MAX */
+    MSGCODEC_EENTRYTYPE = -1606,   /* entry type not a raft_entry_type */
+    MSGCODEC_ECONFIG = -1607,      /* embedded raft_config invalid or > RAFT_SERVERS_MAX */
+    MSGCODEC_EBOOL = -1608,        /* boolean byte neither 0 nor 1 */
+    MSGCODEC_ENOSPC = -1609,       /* encode: output buffer too small */
+    MSGCODEC_EINVAL = -1610,       /* encode: NULL bytes/entries with a nonzero count */
+    MSGCODEC_EMAGIC = -1611,       /* frame: magic is not "CNCL" */
+    MSGCODEC_EVERSION = -1612,     /* frame: unknown version */
+    MSGCODEC_EKIND = -1613,        /* frame: unknown kind */
+    MSGCODEC_ERESERVED = -1614,    /* frame: reserved field nonzero */
     MSGCODEC_EFRAMETOOBIG = -1615, /* frame: payload_len > MSGCODEC_PAYLOAD_BYTES_MAX */
-    MSGCODEC_ECRC = -1616,       /* frame: payload CRC mismatch */
-    MSGCODEC_EHELLO = -1617,     /* HELLO: sender id 0 */
+    MSGCODEC_ECRC = -1616,         /* frame: payload CRC mismatch */
+    MSGCODEC_EHELLO = -1617,       /* HELLO: sender id 0 */
 };
 const char *msgcodec_strerror(int rv);
 
@@ -175,8 +175,7 @@ int msgcodec_header_decode(const uint8_t *buf, struct msgcodec_header *h);
 int msgcodec_payload_check(const struct msgcodec_header *h, const uint8_t *payload);
 
 /* Whole frames: header + payload in one buffer. */
-int msgcodec_frame_encode_raft(const struct raft_msg *m, uint8_t *buf, size_t cap,
-                               size_t *n_out);
+int msgcodec_frame_encode_raft(const struct raft_msg *m, uint8_t *buf, size_t cap, size_t *n_out);
 int msgcodec_frame_encode_hello(const struct msgcodec_hello *h, uint8_t *buf, size_t cap,
                                 size_t *n_out);
 int msgcodec_hello_decode(const uint8_t *payload, size_t n, struct msgcodec_hello *h);

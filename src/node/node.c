@@ -96,14 +96,22 @@ struct node {
 const char *node_strerror(int rv)
 {
     switch (rv) {
-    case 0: return "ok";
-    case NODE_ENOTLEADER: return "this node is not the leader";
-    case NODE_EFULL: return "too many pending requests (NODE_PENDING_MAX)";
-    case NODE_ESTOPPED: return "the node is shutting down";
-    case NODE_ELOST: return "leadership changed before the command committed; it was not applied";
-    case NODE_EINVAL: return "invalid node configuration";
-    case NODE_ESTORAGE: return "the data directory could not be opened or recovered";
-    default: return raft_strerror(rv);
+    case 0:
+        return "ok";
+    case NODE_ENOTLEADER:
+        return "this node is not the leader";
+    case NODE_EFULL:
+        return "too many pending requests (NODE_PENDING_MAX)";
+    case NODE_ESTOPPED:
+        return "the node is shutting down";
+    case NODE_ELOST:
+        return "leadership changed before the command committed; it was not applied";
+    case NODE_EINVAL:
+        return "invalid node configuration";
+    case NODE_ESTORAGE:
+        return "the data directory could not be opened or recovered";
+    default:
+        return raft_strerror(rv);
     }
 }
 
@@ -154,10 +162,22 @@ const struct node_member *node_member(const struct node *n, uint32_t id)
     return NULL;
 }
 
-const struct node_member *node_self(const struct node *n) { return node_member(n, n->cfg.id); }
-struct kv *node_kv(struct node *n) { return n->kv; }
-struct raft *node_raft(struct node *n) { return n->raft; }
-void node_get_stats(const struct node *n, struct node_stats *out) { *out = n->stats; }
+const struct node_member *node_self(const struct node *n)
+{
+    return node_member(n, n->cfg.id);
+}
+struct kv *node_kv(struct node *n)
+{
+    return n->kv;
+}
+struct raft *node_raft(struct node *n)
+{
+    return n->raft;
+}
+void node_get_stats(const struct node *n, struct node_stats *out)
+{
+    *out = n->stats;
+}
 
 static void schedule_flush(struct node *n);
 
@@ -200,8 +220,10 @@ static void release_held(struct node *n)
     n->n_held -= k;
 }
 
-static void finish_props_upto(struct node *n, uint64_t index, uint64_t term,
-                              const struct kv_result *res)
+/* Completes every proposal at or below index: applied when (index, term) match, else
+ * lost -- or, for snapshot installs (term 0 and res NULL with unknown set), unknown. */
+static void finish_props(struct node *n, uint64_t index, uint64_t term,
+                         const struct kv_result *res, bool unknown)
 {
     uint32_t keep = 0;
     for (uint32_t i = 0; i < n->n_props; i++) {
@@ -210,7 +232,9 @@ static void finish_props_upto(struct node *n, uint64_t index, uint64_t term,
             n->props[keep++] = p;
             continue;
         }
-        if (p.index == index && p.term == term)
+        if (unknown)
+            p.cb(p.arg, NODE_EUNKNOWN, NULL);
+        else if (p.index == index && p.term == term)
             p.cb(p.arg, res && res->err ? res->err : 0, res);
         else
             p.cb(p.arg, NODE_ELOST, NULL);
@@ -236,12 +260,12 @@ static void apply_entry(struct node *n, const struct raft_entry *e)
 {
     n->stats.applied_entries++;
     if (e->type != RAFT_ENTRY_COMMAND) {
-        finish_props_upto(n, e->index, 0, NULL);
+        finish_props(n, e->index, 0, NULL, false);
         return;
     }
     struct kv_result res;
     kv_apply(n->kv, e->bytes, e->n_bytes, &res);
-    finish_props_upto(n, e->index, e->term, &res);
+    finish_props(n, e->index, e->term, &res, false);
     kv_result_free(&res);
 }
 
@@ -285,7 +309,7 @@ static void install_snapshot(struct node *n, const struct raft_snapshot *s)
     n->kv = fresh;
     n->snap_index = s->index;
     n->stats.snapshots_installed++;
-    finish_props_upto(n, s->index, 0, NULL); /* their results are not knowable here */
+    finish_props(n, s->index, 0, NULL, true); /* their outcome is not knowable here */
 }
 
 static void maybe_take_snapshot(struct node *n);
@@ -334,8 +358,7 @@ static void flush(struct node *n)
     if (leader != n->last_leader) {
         n->last_leader = leader;
         n->stats.leader_changes++;
-        node_log(n, "leader is now %u (term %llu)", leader,
-                 (unsigned long long)raft_term(n->raft));
+        node_log(n, "leader is now %u (term %llu)", leader, (unsigned long long)raft_term(n->raft));
     }
     maybe_take_snapshot(n);
     if (raft_update_pending(n->raft))
@@ -371,9 +394,8 @@ static void on_storage_wake(uv_async_t *h)
             if (c[i].status != 0) {
                 /* fsyncgate: never retry; ENOSPC: the worker refuses later batches, so
                  * the only safe continuation is a restart from what is on disk. */
-                node_log(n, "fatal: storage batch %llu failed: %s%s",
-                         (unsigned long long)c[i].seq, storage_strerror(c[i].status),
-                         c[i].fatal ? " (fsync failure)" : "");
+                node_log(n, "fatal: storage batch %llu failed: %s%s", (unsigned long long)c[i].seq,
+                         storage_strerror(c[i].status), c[i].fatal ? " (fsync failure)" : "");
                 exit(c[i].status == WAL_ENOSPC ? 75 : 70);
             }
             n->last_seq_durable = c[i].seq;
@@ -438,8 +460,7 @@ static void maybe_take_snapshot(struct node *n)
     snap_prune(n->env, n->cfg.data_dir, NODE_SNAPSHOT_KEEP, NULL);
     struct snap_info infos[NODE_SNAPSHOT_KEEP];
     uint32_t n_infos = 0;
-    if (snap_list(n->env, n->cfg.data_dir, infos, NODE_SNAPSHOT_KEEP, &n_infos) == 0 &&
-        n_infos > 0)
+    if (snap_list(n->env, n->cfg.data_dir, infos, NODE_SNAPSHOT_KEEP, &n_infos) == 0 && n_infos > 0)
         storage_compact(n->st, infos[n_infos - 1].index, NULL); /* the oldest one kept */
 }
 
@@ -455,8 +476,8 @@ static int bootstrap_wal(struct node *n, struct wal *w)
     int rv = raft_bootstrap_entry(&c, buf, sizeof(buf), &e);
     if (rv != 0)
         return rv;
-    struct wal_batch b = {.entries = &e, .n_entries = 1, .has_hard_state = true,
-                          .hard_state = {.term = 1}};
+    struct wal_batch b = {
+        .entries = &e, .n_entries = 1, .has_hard_state = true, .hard_state = {.term = 1}};
     rv = wal_write(w, &b);
     if (rv == 0)
         rv = wal_sync(w, NULL, NULL);

@@ -30,10 +30,10 @@
 #include "raft/raft.h"
 #include "sm/kv.h"
 
-#define NODE_NAME_BYTES 64       /* member names: short, printable */
-#define NODE_ADDR_BYTES 262      /* "host:port" + NUL, as TRANSPORT_ADDR_BYTES_MAX */
-#define NODE_PATH_BYTES 4096     /* data directory */
-#define NODE_PENDING_MAX 65536   /* proposals + reads waiting on one node: bounds memory */
+#define NODE_NAME_BYTES    64    /* member names: short, printable */
+#define NODE_ADDR_BYTES    262   /* "host:port" + NUL, as TRANSPORT_ADDR_BYTES_MAX */
+#define NODE_PATH_BYTES    4096  /* data directory */
+#define NODE_PENDING_MAX   65536 /* proposals + reads waiting on one node: bounds memory */
 #define NODE_SNAPSHOT_KEEP 2     /* snapshot files kept; the WAL is kept back to the oldest */
 
 enum {
@@ -43,6 +43,7 @@ enum {
     NODE_ELOST = -1804,      /* the entry at our index was replaced: not committed */
     NODE_EINVAL = -1805,     /* bad configuration */
     NODE_ESTORAGE = -1806,   /* the data directory could not be opened or recovered */
+    NODE_EUNKNOWN = -1807,   /* a snapshot replaced the log: the command may have applied */
 };
 const char *node_strerror(int rv);
 
@@ -57,10 +58,10 @@ struct node_config {
     uint32_t id;
     char data_dir[NODE_PATH_BYTES];
     uint64_t cluster_id;
-    uint32_t tick_ms;         /* one Raft tick */
-    uint32_t election_ticks;  /* election timeout in ticks */
-    uint64_t snapshot_every;  /* applied entries between state machine snapshots */
-    bool join;                /* start empty and wait to be added, instead of bootstrapping */
+    uint32_t tick_ms;        /* one Raft tick */
+    uint32_t election_ticks; /* election timeout in ticks */
+    uint64_t snapshot_every; /* applied entries between state machine snapshots */
+    bool join;               /* start empty and wait to be added, instead of bootstrapping */
     /* the founding members (including this one), or the known ones when joining */
     struct node_member members[RAFT_SERVERS_MAX];
     uint32_t n_members;

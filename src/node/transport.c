@@ -47,14 +47,14 @@
 
 /* ---- types ------------------------------------------------------------------------ */
 
-#define TRANSPORT__CONTAINER_OF(ptr, type, member)                                           \
+#define TRANSPORT__CONTAINER_OF(ptr, type, member) \
     ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
-#define TRANSPORT__SWEEP_MS 1000 /* how often never-HELLO'd inbound connections are checked */
-#define TRANSPORT__PORT_BYTES 6  /* "65535" + NUL */
-#define TRANSPORT__CONNECT_TIMEOUT_MS 3000 /* a dial into a black hole fails this fast,
-                                               not after the kernel's SYN retries */
-#define TRANSPORT__LISTEN_BACKLOG 128
+#define TRANSPORT__SWEEP_MS   1000 /* how often never-HELLO'd inbound connections are checked */
+#define TRANSPORT__PORT_BYTES 6    /* "65535" + NUL */
+/* A dial into a black hole fails this fast, not after the kernel's SYN retries. */
+#define TRANSPORT__CONNECT_TIMEOUT_MS 3000
+#define TRANSPORT__LISTEN_BACKLOG     128
 
 struct transport__frame {
     struct transport__frame *next;
@@ -113,9 +113,9 @@ struct transport_conn {
     uint32_t peer_id; /* from HELLO */
     uint64_t accepted_ms;
     char addr[TRANSPORT_ADDR_BYTES_MAX]; /* remote address, for logs */
-    uint8_t *rbuf;    /* [0, rlen) holds received bytes not yet parsed */
+    uint8_t *rbuf;                       /* [0, rlen) holds received bytes not yet parsed */
     size_t rlen;
-    size_t rcap;      /* TRANSPORT_RECV_CHUNK_BYTES, or the frame being received */
+    size_t rcap; /* TRANSPORT_RECV_CHUNK_BYTES, or the frame being received */
 };
 
 /* ---- errors and logging ----------------------------------------------------------- */
@@ -158,7 +158,9 @@ static void transport__log(struct transport *t, const char *fmt, ...)
     }
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    char *tail = line + n;
+    const size_t room = sizeof(line) - (size_t)n;
+    vsnprintf(tail, room, fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized)
     va_end(ap);
     if (t->log_cb != NULL) {
         t->log_cb(t->log_data, line);
@@ -176,7 +178,7 @@ static int transport__fail(struct transport *t, int rv, const char *fmt, ...)
     CC_ASSERT(rv != 0);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(t->errmsg, sizeof(t->errmsg), fmt, ap);
+    vsnprintf(t->errmsg, sizeof(t->errmsg), fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized)
     va_end(ap);
     return rv;
 }
@@ -479,11 +481,11 @@ static void transport__on_outbound_read(uv_stream_t *s, ssize_t nread, const uv_
                        "which carries nothing inbound; reconnecting",
                        p->id, p->addr, nread);
     } else if (nread == UV_EOF) {
-        transport__log(p->t, "peer %" PRIu32 " at %s closed the connection; reconnecting",
-                       p->id, p->addr);
+        transport__log(p->t, "peer %" PRIu32 " at %s closed the connection; reconnecting", p->id,
+                       p->addr);
     } else {
-        transport__log(p->t, "connection to peer %" PRIu32 " at %s failed: %s; reconnecting",
-                       p->id, p->addr, uv_strerror((int)nread));
+        transport__log(p->t, "connection to peer %" PRIu32 " at %s failed: %s; reconnecting", p->id,
+                       p->addr, uv_strerror((int)nread));
     }
     transport__close_tcp(p);
 }
@@ -557,8 +559,8 @@ static void transport__on_resolved(uv_getaddrinfo_t *req, int status, struct add
     struct transport_peer *p = TRANSPORT__CONTAINER_OF(req, struct transport_peer, gai_req);
     p->resolving = false;
     if (!p->removed && !p->t->closing) {
-        if (status != 0) {
-            transport__dial_failed(p, "resolve", status);
+        if (status != 0 || res == NULL) {
+            transport__dial_failed(p, "resolve", status != 0 ? status : UV_EAI_NONAME);
         } else {
             /* a name with several addresses ("localhost": ::1 and 127.0.0.1): each
              * failed dial in a row moves on to the next one */
@@ -645,8 +647,8 @@ static void transport__write(struct transport_peer *p)
     if (n_bufs == 0) {
         return;
     }
-    const int rv = uv_write(&p->write_req, (uv_stream_t *)&p->tcp, bufs, n_bufs,
-                            transport__on_write);
+    const int rv =
+        uv_write(&p->write_req, (uv_stream_t *)&p->tcp, bufs, n_bufs, transport__on_write);
     if (rv != 0) {
         transport__log(p->t, "write to peer %" PRIu32 " at %s failed: %s; reconnecting", p->id,
                        p->addr, uv_strerror(rv));
@@ -755,7 +757,7 @@ static void transport__conn_error(struct transport_conn *c, const char *fmt, ...
     char what[TRANSPORT_LOG_LINE_BYTES / 2];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(what, sizeof(what), fmt, ap);
+    vsnprintf(what, sizeof(what), fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized)
     va_end(ap);
     char who[32] = "";
     if (c->hello_done) {
@@ -780,10 +782,9 @@ static void transport__on_hello(struct transport_conn *c, const uint8_t *payload
         return;
     }
     if (hello.cluster_id != t->cluster_id) {
-        transport__conn_error(c,
-                              "peer %" PRIu32 " belongs to cluster %016" PRIx64
-                              ", we are cluster %016" PRIx64,
-                              hello.id, hello.cluster_id, t->cluster_id);
+        transport__conn_error(
+            c, "peer %" PRIu32 " belongs to cluster %016" PRIx64 ", we are cluster %016" PRIx64,
+            hello.id, hello.cluster_id, t->cluster_id);
         return;
     }
     if (hello.id == t->self_id) {
@@ -853,13 +854,12 @@ static void transport__parse(struct transport_conn *c)
         struct msgcodec_header h;
         int rv = msgcodec_header_decode(hb, &h);
         if (rv != 0) {
-            transport__conn_error(c,
-                                  "bad frame header: %s (bytes %02x %02x %02x %02x %02x %02x "
-                                  "%02x %02x, length %" PRIu32 ")",
-                                  msgcodec_strerror(rv), hb[0], hb[1], hb[2], hb[3], hb[4],
-                                  hb[5], hb[6], hb[7], (uint32_t)(hb[8] | hb[9] << 8 |
-                                                                  hb[10] << 16 |
-                                                                  (uint32_t)hb[11] << 24));
+            transport__conn_error(
+                c,
+                "bad frame header: %s (bytes %02x %02x %02x %02x %02x %02x "
+                "%02x %02x, length %" PRIu32 ")",
+                msgcodec_strerror(rv), hb[0], hb[1], hb[2], hb[3], hb[4], hb[5], hb[6], hb[7],
+                (uint32_t)(hb[8] | hb[9] << 8 | hb[10] << 16 | (uint32_t)hb[11] << 24));
             return;
         }
         const size_t total = MSGCODEC_HEADER_BYTES + (size_t)h.payload_len;
@@ -1001,8 +1001,8 @@ static void transport__on_connection(uv_stream_t *server, int status)
     c->accepted_ms = uv_now(t->loop);
     uv_tcp_nodelay(&c->tcp, 1);
     uv_tcp_keepalive(&c->tcp, 1, TRANSPORT_KEEPALIVE_S);
-    rv = uv_read_start((uv_stream_t *)&c->tcp, transport__alloc_inbound,
-                       transport__on_inbound_read);
+    rv =
+        uv_read_start((uv_stream_t *)&c->tcp, transport__alloc_inbound, transport__on_inbound_read);
     if (rv != 0) {
         transport__log(t, "cannot read inbound connection from %s: %s; closing it", c->addr,
                        uv_strerror(rv));
@@ -1087,15 +1087,14 @@ static int transport__listen(struct transport *t, const char *listen_host_port)
                        transport__on_connection);
     }
     if (rv != 0) {
-        return transport__fail(t, TRANSPORT_ELISTEN, "cannot listen on %s: %s",
-                               listen_host_port, uv_strerror(rv));
+        return transport__fail(t, TRANSPORT_ELISTEN, "cannot listen on %s: %s", listen_host_port,
+                               uv_strerror(rv));
     }
     return 0;
 }
 
-int transport_init(struct transport *t, uv_loop_t *loop, uint32_t self_id,
-                   uint64_t cluster_id, const char *listen_host_port, transport_recv_cb cb,
-                   void *cb_data)
+int transport_init(struct transport *t, uv_loop_t *loop, uint32_t self_id, uint64_t cluster_id,
+                   const char *listen_host_port, transport_recv_cb cb, void *cb_data)
 {
     CC_ASSERT(t != NULL);
     CC_ASSERT(loop != NULL);
@@ -1267,19 +1266,18 @@ int transport_send(struct transport *t, const struct raft_msg *m)
         p->stats.queue_bytes + n_frame > t->queue_bytes_max) {
         p->stats.frames_dropped++;
         p->stats.bytes_dropped += n_frame;
-        rv = transport__fail(t, TRANSPORT_EFULL,
-                             "queue to peer %" PRIu32 " full (%" PRIu32 " frames, %" PRIu64
-                             " bytes); %s dropped",
-                             p->id, p->stats.queue_frames, p->stats.queue_bytes,
-                             raft_msg_type_name(m->type));
+        rv = transport__fail(
+            t, TRANSPORT_EFULL,
+            "queue to peer %" PRIu32 " full (%" PRIu32 " frames, %" PRIu64 " bytes); %s dropped",
+            p->id, p->stats.queue_frames, p->stats.queue_bytes, raft_msg_type_name(m->type));
         goto err;
     }
     struct transport__frame *f = malloc(sizeof(*f) + (size_t)n_frame);
     if (f == NULL) {
         p->stats.frames_dropped++;
         p->stats.bytes_dropped += n_frame;
-        rv = transport__fail(t, TRANSPORT_ENOMEM, "no memory for a %" PRIu64 "-byte frame",
-                             n_frame);
+        rv =
+            transport__fail(t, TRANSPORT_ENOMEM, "no memory for a %" PRIu64 "-byte frame", n_frame);
         goto err;
     }
     size_t n_written = 0;
@@ -1334,8 +1332,7 @@ uint16_t transport_bound_port(const struct transport *t)
     return 0;
 }
 
-int transport_peer_stats(const struct transport *t, uint32_t id,
-                         struct transport_peer_stats *out)
+int transport_peer_stats(const struct transport *t, uint32_t id, struct transport_peer_stats *out)
 {
     CC_ASSERT(t != NULL);
     CC_ASSERT(out != NULL);

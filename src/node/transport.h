@@ -44,22 +44,31 @@
 
 /* ---- limits ----------------------------------------------------------------------- */
 
-#define TRANSPORT_PEERS_MAX RAFT_SERVERS_MAX /* every other member of the largest config */
-#define TRANSPORT_INBOUND_MAX 64 /* accepted connections: one per peer plus stale ones
-                                    from restarts and strays; bounds receive buffers */
-#define TRANSPORT_QUEUE_BYTES_MAX (UINT64_C(64) << 20) /* per peer: what a slow follower
-                                                          may cost the leader in memory */
-#define TRANSPORT_QUEUE_FRAMES_MAX 4096 /* per peer: bounds a queue of tiny messages */
-#define TRANSPORT_WRITE_BUFS_MAX 64     /* frames coalesced into one uv_write() */
-#define TRANSPORT_BACKOFF_MS_MIN 50     /* first redial delay */
-#define TRANSPORT_BACKOFF_MS_MAX 2000   /* redial delay cap; also the uptime after which a
-                                           connection counts as healthy again */
-#define TRANSPORT_HELLO_TIMEOUT_MS 5000 /* inbound connection must say HELLO by then */
-#define TRANSPORT_KEEPALIVE_S 10        /* TCP keepalive idle time: finds dead peers */
-#define TRANSPORT_ADDR_BYTES_MAX 262    /* "host:port" + NUL: 253-byte DNS name, [], port */
-#define TRANSPORT_RECV_CHUNK_BYTES (UINT32_C(64) << 10) /* receive buffer between frames */
-#define TRANSPORT_ERRMSG_BYTES 256
-#define TRANSPORT_LOG_LINE_BYTES 512
+/* Every other member of the largest configuration. */
+#define TRANSPORT_PEERS_MAX RAFT_SERVERS_MAX
+/* Accepted connections: one per peer plus stale ones from restarts and strays. Bounds
+ * receive buffers (each at most MSGCODEC_FRAME_BYTES_MAX). */
+#define TRANSPORT_INBOUND_MAX 64
+/* Per peer: what a slow or dead follower may cost the leader in memory. */
+#define TRANSPORT_QUEUE_BYTES_MAX (UINT64_C(64) << 20)
+/* Per peer: bounds a queue of tiny messages. */
+#define TRANSPORT_QUEUE_FRAMES_MAX 4096
+/* Frames coalesced into one uv_write(). */
+#define TRANSPORT_WRITE_BUFS_MAX 64
+/* Redial delays double from MIN to MAX, half of each drawn at random. A connection that
+ * stayed up for MAX counts as healthy again and resets the delay. */
+#define TRANSPORT_BACKOFF_MS_MIN 50
+#define TRANSPORT_BACKOFF_MS_MAX 2000
+/* An inbound connection must say HELLO by then, or it is closed. */
+#define TRANSPORT_HELLO_TIMEOUT_MS 5000
+/* TCP keepalive idle time: finds a peer that vanished without a FIN. */
+#define TRANSPORT_KEEPALIVE_S 10
+/* "host:port" + NUL: a 253-byte DNS name, brackets, colon, port. */
+#define TRANSPORT_ADDR_BYTES_MAX 262
+/* Receive buffer between frames; it grows to one frame while a large one arrives. */
+#define TRANSPORT_RECV_CHUNK_BYTES (UINT32_C(64) << 10)
+#define TRANSPORT_ERRMSG_BYTES     256
+#define TRANSPORT_LOG_LINE_BYTES   512
 
 _Static_assert(TRANSPORT_QUEUE_BYTES_MAX >= MSGCODEC_FRAME_BYTES_MAX,
                "an empty queue must take the largest frame");
@@ -97,11 +106,11 @@ typedef void (*transport_close_cb)(struct transport *t);
 typedef void (*transport_log_cb)(void *log_data, const char *line);
 
 struct transport_peer_stats {
-    uint64_t frames_sent;      /* RAFT frames fully written to the socket */
-    uint64_t bytes_sent;       /* their bytes, headers included */
-    uint64_t frames_received;  /* RAFT frames delivered from this peer */
+    uint64_t frames_sent;     /* RAFT frames fully written to the socket */
+    uint64_t bytes_sent;      /* their bytes, headers included */
+    uint64_t frames_received; /* RAFT frames delivered from this peer */
     uint64_t bytes_received;
-    uint64_t frames_dropped;   /* queue full, connection lost, address changed */
+    uint64_t frames_dropped; /* queue full, connection lost, address changed */
     uint64_t bytes_dropped;
     uint64_t entries_trimmed;  /* APPEND entries cut so the message fits one frame */
     uint64_t connects;         /* outbound connections established */
@@ -116,10 +125,10 @@ struct transport_stats {
     struct transport_peer_stats sum; /* over current peers and removed ones, plus frames
                                         received from ids that are not peers */
     uint64_t inbound_accepted;
-    uint64_t inbound_refused;  /* over TRANSPORT_INBOUND_MAX, or accept failed */
-    uint64_t protocol_errors;  /* inbound connections closed for a malformed stream */
-    uint64_t no_peer_drops;    /* transport_send() to an unknown id */
-    uint32_t n_inbound;        /* open inbound connections now */
+    uint64_t inbound_refused; /* over TRANSPORT_INBOUND_MAX, or accept failed */
+    uint64_t protocol_errors; /* inbound connections closed for a malformed stream */
+    uint64_t no_peer_drops;   /* transport_send() to an unknown id */
+    uint32_t n_inbound;       /* open inbound connections now */
     uint32_t n_peers;
 };
 
@@ -154,7 +163,7 @@ struct transport {
     uint64_t queue_bytes_max;
     uint32_t queue_frames_max;
 
-    struct transport_stats stats;   /* sum.* folds in removed peers */
+    struct transport_stats stats;    /* sum.* folds in removed peers */
     struct msgcodec_scratch scratch; /* entries of the message being delivered */
     char errmsg[TRANSPORT_ERRMSG_BYTES];
 };
@@ -164,9 +173,8 @@ struct transport {
  * self_id is nonzero. The backoff jitter is seeded from self_id and cluster_id.
  * Whatever it returns, t must afterwards be closed with transport_close(), and the
  * loop run until close_cb, before t's memory is reused: on failure errmsg says why. */
-int transport_init(struct transport *t, uv_loop_t *loop, uint32_t self_id,
-                   uint64_t cluster_id, const char *listen_host_port, transport_recv_cb cb,
-                   void *cb_data);
+int transport_init(struct transport *t, uv_loop_t *loop, uint32_t self_id, uint64_t cluster_id,
+                   const char *listen_host_port, transport_recv_cb cb, void *cb_data);
 
 /* Closes every connection, timer and listener, drops every queued message, then calls
  * close_cb (from the loop, never from inside this call). Afterwards t may be freed. */
@@ -197,8 +205,7 @@ void transport_set_log(struct transport *t, transport_log_cb cb, void *log_data)
 uint16_t transport_bound_port(const struct transport *t);
 
 /* Returns 0, or TRANSPORT_ENOPEER. */
-int transport_peer_stats(const struct transport *t, uint32_t id,
-                         struct transport_peer_stats *out);
+int transport_peer_stats(const struct transport *t, uint32_t id, struct transport_peer_stats *out);
 void transport_stats(const struct transport *t, struct transport_stats *out);
 
 /* Detail of the last failure of init, set_peer or send. */

@@ -875,6 +875,14 @@ static void send_append(struct raft *r, struct progress *p, bool allow_empty)
     if (p->state == RAFT_REPLICATE && p->n_inflight >= RAFT_INFLIGHT_MAX)
         return;
     uint64_t n = min_u64(last_index(r) - prev, RAFT_APPEND_ENTRIES_MAX);
+    uint64_t n_bytes = 0;
+    for (uint64_t k = 0; k < n; k++) {
+        n_bytes += entry_at(r, prev + 1 + k)->n_bytes;
+        if (k > 0 && n_bytes > RAFT_APPEND_BYTES_MAX) {
+            n = k; /* always at least one entry, however large */
+            break;
+        }
+    }
     if (n == 0 && !allow_empty)
         return;
     struct raft_msg *m = outbox_push(&r->now_box, RAFT_MSG_APPEND, p->id, r->term, r->o.id);

@@ -50,6 +50,8 @@
 
 #define RAFT_SERVERS_MAX 9            /* 7 voters + 2 learners; bounds quorum math */
 #define RAFT_APPEND_ENTRIES_MAX 64    /* entries per AppendEntries; bounds message size */
+#define RAFT_APPEND_BYTES_MAX (1u << 20) /* entry bytes per AppendEntries (beyond the first
+                                            entry), so one message fits a transport frame */
 #define RAFT_INFLIGHT_MAX 32          /* unacked AppendEntries per follower (pipelining window) */
 #define RAFT_ENTRY_BYTES_MAX (1u << 20) /* one command; bigger values belong in chunks */
 #define RAFT_UNCOMMITTED_MAX 8192     /* leader backpressure: proposals beyond this get RAFT_EFULL */

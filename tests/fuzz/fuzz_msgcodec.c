@@ -81,7 +81,7 @@ static void fuzz_frame(const uint8_t *p, size_t n)
         check_refusal(rv);
         return;
     }
-    uint8_t *again = malloc(n);
+    uint8_t *again = malloc(n > 0 ? n : 1);
     CC_ASSERT(again != NULL);
     size_t n_again = 0;
     if (f.kind == MSGCODEC_KIND_HELLO) {

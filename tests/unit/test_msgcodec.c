@@ -25,13 +25,13 @@
 
 #define POOL_BYTES (RAFT_APPEND_ENTRIES_MAX * 4096 + MSGCODEC_CHUNK_BYTES_MAX)
 
-#define ASSERT_RV(expr, want)                                                                \
-    do {                                                                                     \
-        const int rv_ = (expr);                                                              \
-        if (rv_ != (want)) {                                                                 \
+#define ASSERT_RV(expr, want)                                                                 \
+    do {                                                                                      \
+        const int rv_ = (expr);                                                               \
+        if (rv_ != (want)) {                                                                  \
             fail_msg("%s returned %d (%s), want %d (%s)", #expr, rv_, msgcodec_strerror(rv_), \
-                     (want), msgcodec_strerror(want));                                       \
-        }                                                                                    \
+                     (want), msgcodec_strerror(want));                                        \
+        }                                                                                     \
     } while (0)
 
 /* Storage a generated message points into. */
@@ -215,10 +215,10 @@ static void test_round_trip_every_type(void **state)
     struct gen g;
     gen_init(&g, 0xC0DEC);
     struct msgcodec_scratch scratch;
-    for (uint8_t type = 1; type <= RAFT_MSG_TYPE_MAX; type++) {
+    for (unsigned type = 1; type <= RAFT_MSG_TYPE_MAX; type++) {
         for (int i = 0; i < 300; i++) {
             struct raft_msg m;
-            gen_msg(&g, type, &m, 8, 200);
+            gen_msg(&g, (uint8_t)type, &m, 8, 200);
             check_round_trip(&m, &scratch);
         }
     }
@@ -230,9 +230,9 @@ static void test_frame_round_trip(void **state)
     struct gen g;
     gen_init(&g, 77);
     struct msgcodec_scratch scratch;
-    for (uint8_t type = 1; type <= RAFT_MSG_TYPE_MAX; type++) {
+    for (unsigned type = 1; type <= RAFT_MSG_TYPE_MAX; type++) {
         struct raft_msg m;
-        gen_msg(&g, type, &m, 4, 64);
+        gen_msg(&g, (uint8_t)type, &m, 4, 64);
         size_t n = 0;
         uint8_t *buf = frame_of(&m, &n);
         assert_memory_equal(buf, "CNCL", 4);
@@ -274,8 +274,39 @@ static void test_known_bytes(void **state)
     uint8_t buf[64];
     size_t n = 0;
     ASSERT_RV(msgcodec_encode(&m, buf, sizeof(buf), &n), 0);
-    const uint8_t want[] = {RAFT_MSG_HEARTBEAT, 4, 3, 2, 1, 5, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0,
-                            7, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0};
+    const uint8_t want[] = {RAFT_MSG_HEARTBEAT,
+                            4,
+                            3,
+                            2,
+                            1,
+                            5,
+                            0,
+                            0,
+                            0,
+                            6,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            7,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            8,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0};
     assert_int_equal(n, sizeof(want));
     assert_memory_equal(buf, want, sizeof(want));
 }
@@ -503,20 +534,17 @@ static void test_frame_errors(void **state)
         uint8_t flip; /* xor mask */
         int want;
     } cases[] = {
-        {0, 0x20, MSGCODEC_EMAGIC},
-        {3, 0x01, MSGCODEC_EMAGIC},
+        {0, 0x20, MSGCODEC_EMAGIC},        {3, 0x01, MSGCODEC_EMAGIC},
         {4, 0x01, MSGCODEC_EVERSION}, /* 0 */
         {4, 0x03, MSGCODEC_EVERSION}, /* 2 */
         {5, 0x02, MSGCODEC_EKIND},    /* 0 */
         {5, 0x01, MSGCODEC_EKIND},    /* 3 */
-        {6, 0x01, MSGCODEC_ERESERVED},
-        {7, 0x80, MSGCODEC_ERESERVED},
+        {6, 0x01, MSGCODEC_ERESERVED},     {7, 0x80, MSGCODEC_ERESERVED},
         {11, 0x01, MSGCODEC_EFRAMETOOBIG}, /* 16 MiB + 17 */
         {10, 0x20, MSGCODEC_EFRAMETOOBIG}, /* 2 MiB + 17 */
         {8, 0x03, MSGCODEC_ETRUNCATED},    /* 18: one more byte than present */
         {8, 0x01, MSGCODEC_ETRAILING},     /* 16 */
-        {12, 0xff, MSGCODEC_ECRC},
-        {MSGCODEC_HEADER_BYTES + 3, 0x55, MSGCODEC_ECRC},
+        {12, 0xff, MSGCODEC_ECRC},         {MSGCODEC_HEADER_BYTES + 3, 0x55, MSGCODEC_ECRC},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         memcpy(buf, good, n);
@@ -532,9 +560,9 @@ static void test_frame_errors(void **state)
     uint8_t hello[MSGCODEC_HEADER_BYTES + MSGCODEC_HELLO_BYTES + 1] = {0};
     msgcodec_header_encode(hello, MSGCODEC_KIND_HELLO, hello + MSGCODEC_HEADER_BYTES,
                            MSGCODEC_HELLO_BYTES);
-    ASSERT_RV(msgcodec_frame_decode(hello, MSGCODEC_HEADER_BYTES + MSGCODEC_HELLO_BYTES, &f,
-                                    &scratch),
-              MSGCODEC_EHELLO);
+    ASSERT_RV(
+        msgcodec_frame_decode(hello, MSGCODEC_HEADER_BYTES + MSGCODEC_HELLO_BYTES, &f, &scratch),
+        MSGCODEC_EHELLO);
     msgcodec_header_encode(hello, MSGCODEC_KIND_HELLO, hello + MSGCODEC_HEADER_BYTES,
                            MSGCODEC_HELLO_BYTES + 1);
     ASSERT_RV(msgcodec_frame_decode(hello, sizeof(hello), &f, &scratch), MSGCODEC_ETRAILING);
@@ -548,10 +576,10 @@ static void test_every_truncation_refused(void **state)
     struct gen g;
     gen_init(&g, 1234);
     struct msgcodec_scratch scratch;
-    for (uint8_t type = 1; type <= RAFT_MSG_TYPE_MAX; type++) {
+    for (unsigned type = 1; type <= RAFT_MSG_TYPE_MAX; type++) {
         for (int rep = 0; rep < 3; rep++) {
             struct raft_msg m;
-            gen_msg(&g, type, &m, 3, 40);
+            gen_msg(&g, (uint8_t)type, &m, 3, 40);
             size_t n = 0;
             uint8_t *frame = frame_of(&m, &n);
             for (size_t cut = 0; cut < n; cut++) {
@@ -575,8 +603,8 @@ static void test_every_truncation_refused(void **state)
             memcpy(longer, frame, n);
             longer[n] = 0;
             struct raft_msg d;
-            ASSERT_RV(msgcodec_decode(longer + MSGCODEC_HEADER_BYTES,
-                                      n + 1 - MSGCODEC_HEADER_BYTES, &d, &scratch),
+            ASSERT_RV(msgcodec_decode(longer + MSGCODEC_HEADER_BYTES, n + 1 - MSGCODEC_HEADER_BYTES,
+                                      &d, &scratch),
                       MSGCODEC_ETRAILING);
             free(longer);
             free(frame);

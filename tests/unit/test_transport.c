@@ -34,26 +34,26 @@
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
-#define CLUSTER     UINT64_C(0xC0C1A7E000000001)
-#define LOG_LINES   64
-#define WAIT_MS     5000   /* bound on any single wait; tests normally take milliseconds */
-#define RUN_BUDGET  2000000 /* loop iterations per wait, a second bound */
+#define CLUSTER    UINT64_C(0xC0C1A7E000000001)
+#define LOG_LINES  64
+#define WAIT_MS    5000    /* bound on any single wait; tests normally take milliseconds */
+#define RUN_BUDGET 2000000 /* loop iterations per wait, a second bound */
 
-#define OK(expr)                                                                             \
-    do {                                                                                     \
-        const int ok_rv_ = (expr);                                                           \
-        if (ok_rv_ != 0) {                                                                   \
-            fail_msg("%s returned %d (%s)", #expr, ok_rv_, transport_strerror(ok_rv_));      \
-        }                                                                                    \
+#define OK(expr)                                                                        \
+    do {                                                                                \
+        const int ok_rv_ = (expr);                                                      \
+        if (ok_rv_ != 0) {                                                              \
+            fail_msg("%s returned %d (%s)", #expr, ok_rv_, transport_strerror(ok_rv_)); \
+        }                                                                               \
     } while (0)
 
-#define ASSERT_RV(expr, want)                                                                \
-    do {                                                                                     \
-        const int rv_ = (expr);                                                              \
-        if (rv_ != (want)) {                                                                 \
-            fail_msg("%s returned %d (%s), want %d (%s)", #expr, rv_,                        \
-                     transport_strerror(rv_), (want), transport_strerror(want));             \
-        }                                                                                    \
+#define ASSERT_RV(expr, want)                                                                  \
+    do {                                                                                       \
+        const int rv_ = (expr);                                                                \
+        if (rv_ != (want)) {                                                                   \
+            fail_msg("%s returned %d (%s), want %d (%s)", #expr, rv_, transport_strerror(rv_), \
+                     (want), transport_strerror(want));                                        \
+        }                                                                                      \
     } while (0)
 
 struct gen;
@@ -67,12 +67,12 @@ struct node {
     uint64_t n_recv;
     uint64_t last_round; /* heartbeat rounds carry sequence numbers */
     bool out_of_order;
-    struct gen *expect;  /* when set, each message must equal the next one it generates */
+    struct gen *expect; /* when set, each message must equal the next one it generates */
     uint64_t n_mismatch;
     uint32_t last_n_entries;
-    struct raft_msg last;  /* head and fixed fields of the last message (no pointers) */
+    struct raft_msg last; /* head and fixed fields of the last message (no pointers) */
     bool close_on_recv;
-    bool keep;             /* deep-copy each message into kept (raft_msg_copy) */
+    bool keep; /* deep-copy each message into kept (raft_msg_copy) */
     bool has_kept;
     struct raft_msg kept;
     char logs[LOG_LINES][TRANSPORT_LOG_LINE_BYTES];
@@ -498,7 +498,7 @@ static void test_exchange_10k_each_way(void **state)
     assert_true(sa.connected);
     assert_int_equal(sa.bytes_sent, sb.bytes_received);
     assert_int_equal(sb.bytes_sent, sa.bytes_received);
-    assert_true(sa.bytes_sent > 10 * 1000 * 1000); /* the large appends went through */
+    assert_true(sa.bytes_sent > UINT64_C(10000000)); /* the large appends went through */
     const struct transport_stats ta = all_stats(a);
     assert_int_equal(ta.protocol_errors, 0);
     assert_int_equal(ta.n_inbound, 1);
@@ -615,7 +615,7 @@ static void test_peer_restart_reconnects(void **state)
     struct want_connects down = {a, 2, 1, false};
     assert_true(run_until(&loop, has_connects, &down, WAIT_MS));
     assert_true(logged(a, "peer 2 at 127.0.0.1:")); /* EOF or reset: both redial */
-    for (uint64_t seq = 101; seq < 111; seq++) { /* sent into the outage: may be lost */
+    for (uint64_t seq = 101; seq < 111; seq++) {    /* sent into the outage: may be lost */
         struct raft_msg m = heartbeat(1, 2, seq);
         OK(transport_send(&a->t, &m));
     }
@@ -691,8 +691,8 @@ static size_t hello_frame(uint8_t *buf, uint32_t id, uint64_t cluster)
 
 /* Sends n bytes from a raw socket and expects b to log `what` and close the connection,
  * while a -> b traffic keeps flowing. */
-static void expect_refused(uv_loop_t *loop, struct node *a, struct node *b, const void *p,
-                           size_t n, const char *what, bool protocol_error)
+static void expect_refused(uv_loop_t *loop, struct node *a, struct node *b, const void *p, size_t n,
+                           const char *what, bool protocol_error)
 {
     const uint64_t errors = all_stats(b).protocol_errors;
     b->n_logs = 0;
@@ -885,10 +885,8 @@ static void test_queue_full_drops_bounded(void **state)
 
     /* a lower frame limit, no loop in between: exactly the excess is refused */
     OK(transport_set_queue_limits(&a->t, MSGCODEC_FRAME_BYTES_MAX, 8));
-    ASSERT_RV(transport_set_queue_limits(&a->t, MSGCODEC_FRAME_BYTES_MAX - 1, 8),
-              TRANSPORT_EINVAL);
-    ASSERT_RV(transport_set_queue_limits(&a->t, TRANSPORT_QUEUE_BYTES_MAX, 0),
-              TRANSPORT_EINVAL);
+    ASSERT_RV(transport_set_queue_limits(&a->t, MSGCODEC_FRAME_BYTES_MAX - 1, 8), TRANSPORT_EINVAL);
+    ASSERT_RV(transport_set_queue_limits(&a->t, TRANSPORT_QUEUE_BYTES_MAX, 0), TRANSPORT_EINVAL);
     struct node *c = calloc(1, sizeof(*c));
     assert_non_null(c);
     node_start(&loop, c, 3);
@@ -937,9 +935,9 @@ static void test_arguments(void **state)
     node_start(&loop, a, 1);
     node_start(&loop, b, 2);
 
-    const char *bad[] = {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
-                         "127.0.0.1:12a", ":80", "::1:80", "[::1]", "[]:80",
-                         "127.0.0.1:123456"};
+    const char *bad[] = {
+        "",    "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:12a",
+        ":80", "::1:80",    "[::1]",      "[]:80",       "127.0.0.1:123456"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         const int rv = transport_set_peer(&a->t, 5, bad[i]);
         if (rv != TRANSPORT_EADDR) {
@@ -989,13 +987,11 @@ static void test_arguments(void **state)
     /* init failures still leave a closable transport */
     char b_addr[64];
     addr_of(b, b_addr, sizeof(b_addr));
-    ASSERT_RV(transport_init(&x->t, &loop, 3, CLUSTER, b_addr, node_recv, x),
-              TRANSPORT_ELISTEN);
+    ASSERT_RV(transport_init(&x->t, &loop, 3, CLUSTER, b_addr, node_recv, x), TRANSPORT_ELISTEN);
     assert_non_null(strstr(transport_errmsg(&x->t), "cannot listen"));
     x->open = true;
     node_close(&loop, x);
-    ASSERT_RV(transport_init(&x->t, &loop, 3, CLUSTER, "nonsense", node_recv, x),
-              TRANSPORT_EADDR);
+    ASSERT_RV(transport_init(&x->t, &loop, 3, CLUSTER, "nonsense", node_recv, x), TRANSPORT_EADDR);
     x->open = true;
     x->closed = false;
     node_close(&loop, x);
