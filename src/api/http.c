@@ -56,14 +56,15 @@
 
 /* ---- types ------------------------------------------------------------------------- */
 
-#define HTTP__CONTAINER_OF(ptr, type, member)                                                \
+#define HTTP__CONTAINER_OF(ptr, type, member) \
     ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
-#define HTTP__LISTEN_BACKLOG 511   /* as nginx; the kernel caps it at somaxconn */
-#define HTTP__URL_BYTES_FIRST 256  /* first URL buffer; doubles up to url_bytes_max */
-#define HTTP__HDR_BYTES_FIRST 1024 /* first header buffer; doubles up to its limit */
+#define HTTP__LISTEN_BACKLOG   511  /* as nginx; the kernel caps it at somaxconn */
+#define HTTP__URL_BYTES_FIRST  256  /* first URL buffer; doubles up to url_bytes_max */
+#define HTTP__HDR_BYTES_FIRST  1024 /* first header buffer; doubles up to its limit */
 #define HTTP__BODY_BYTES_FIRST 4096 /* first body buffer when no Content-Length fits */
-#define HTTP__HEAD_BYTES_FIXED 256 /* status line, Server, lengths, Connection, CRLFs */
+#define HTTP__HEAD_BYTES_FIXED 256  /* status line, Server, lengths, Connection, CRLFs */
+#define HTTP__ACCEPT_RETRY_MS  100  /* after a failed allocation for a new connection */
 
 _Static_assert(HTTP__URL_BYTES_FIRST <= HTTP_URL_BYTES_MAX, "first URL buffer fits");
 
@@ -106,43 +107,43 @@ struct http__hdr_index {
 
 struct http__req {
     struct http_req pub;
-    struct http_server *srv;   /* NULL once detached */
-    struct http__conn *conn;   /* NULL once detached */
-    struct http__req *next;    /* pipeline FIFO; a local list while detaching */
+    struct http_server *srv; /* NULL once detached */
+    struct http__conn *conn; /* NULL once detached */
+    struct http__req *next;  /* pipeline FIFO; a local list while detaching */
     enum http__req_state state;
-    bool visible;              /* handed to the handler */
-    bool internal;             /* answered by the server itself (errors) */
-    bool close_after;          /* the connection closes after this response */
+    bool visible;     /* handed to the handler */
+    bool internal;    /* answered by the server itself (errors) */
+    bool close_after; /* the connection closes after this response */
     bool head_method;
-    bool in_close_pass;        /* detached, on_close not yet called (see detach_all) */
-    bool finished;             /* finished while in_close_pass: free after the pass */
+    bool in_close_pass; /* detached, on_close not yet called (see detach_all) */
+    bool finished;      /* finished while in_close_pass: free after the pass */
     bool headers_done;
-    bool in_field;             /* last header callback was a name */
+    bool in_field; /* last header callback was a name */
     enum http__framing framing;
     void (*close_cb)(struct http_req *req, void *arg);
     void *close_arg;
 
     /* parsing */
-    char *url;                 /* raw request target, NUL-terminated */
+    char *url; /* raw request target, NUL-terminated */
     uint32_t url_len;
     uint32_t url_cap;
-    char *hbuf;                /* header names and values, each NUL-terminated */
+    char *hbuf; /* header names and values, each NUL-terminated */
     uint32_t hbuf_len;
     uint32_t hbuf_cap;
-    uint32_t header_bytes;     /* names + values as sent, for header_bytes_max */
+    uint32_t header_bytes; /* names + values as sent, for header_bytes_max */
     uint32_t n_hdr;
     struct http__hdr_index hidx[HTTP_HEADERS_MAX];
     struct http_header headers[HTTP_HEADERS_MAX];
-    char *tbuf;                /* path_raw NUL query NUL path NUL */
+    char *tbuf; /* path_raw NUL query NUL path NUL */
     uint8_t *body;
-    size_t body_cap;           /* counted in srv->body_bytes_held */
-    uint64_t declared_len;     /* Content-Length, or UINT64_MAX */
-    int pending_status;        /* nonzero: answer with this error instead of the handler */
+    size_t body_cap;       /* counted in srv->body_bytes_held */
+    uint64_t declared_len; /* Content-Length, or UINT64_MAX */
+    int pending_status;    /* nonzero: answer with this error instead of the handler */
     const char *pending_code;
     char pending_msg[128];
 
     /* response */
-    char *xhdr;                /* extra "Name: value\r\n" lines */
+    char *xhdr; /* extra "Name: value\r\n" lines */
     size_t xhdr_len;
     struct http__chunk *held_head;
     struct http__chunk *held_tail;
@@ -153,7 +154,7 @@ struct http__req {
 
 struct http__conn {
     struct http_server *srv;
-    struct http__conn *prev;   /* srv->conns */
+    struct http__conn *prev; /* srv->conns */
     struct http__conn *next;
     struct http__conn *rs_prev; /* srv resume list */
     struct http__conn *rs_next;
@@ -164,35 +165,35 @@ struct http__conn {
     uint32_t n_open_handles;
     enum http__timer_kind timer_kind;
 
-    bool rejecting;            /* over conns_max: only sends the 503 */
+    bool rejecting; /* over conns_max: only sends the 503 */
     bool closing;
-    bool close_pending;        /* close at the next idle callback */
-    bool stop_parsing;         /* a response that closes the connection is due */
-    bool close_after_write;    /* that response is out: shut down once written */
+    bool close_pending;     /* close at the next idle callback */
+    bool stop_parsing;      /* a response that closes the connection is due */
+    bool close_after_write; /* that response is out: shut down once written */
     bool shutting_down;
     bool lingering;
     bool eof;
     bool reading;
     bool in_parse;
-    bool resume_wanted;        /* feeder: parse held bytes at the next feed */
+    bool resume_wanted; /* feeder: parse held bytes at the next feed */
 
     http_parser parser;
-    struct http__req *head;    /* pipeline */
+    struct http__req *head; /* pipeline */
     struct http__req *tail;
-    struct http__req *cur;     /* being parsed (also the tail) */
-    struct http__req *ready;   /* complete, to dispatch after the parser paused */
+    struct http__req *cur;   /* being parsed (also the tail) */
+    struct http__req *ready; /* complete, to dispatch after the parser paused */
     uint32_t n_pipeline;
 
-    size_t rpos;               /* rbuf[rpos, rlen) is received but not yet parsed */
+    size_t rpos; /* rbuf[rpos, rlen) is received but not yet parsed */
     size_t rlen;
     uint64_t bytes_in;
-    size_t out_bytes;          /* handed to uv_write, not yet written */
+    size_t out_bytes; /* handed to uv_write, not yet written */
     uint32_t n_writes;
-    uint64_t active_ms;        /* last read, write progress or finished response */
-    uint64_t out_since_ms;     /* last write progress while out_bytes > 0 */
+    uint64_t active_ms;    /* last read, write progress or finished response */
+    uint64_t out_since_ms; /* last write progress while out_bytes > 0 */
     uint64_t cur_start_ms;
 
-    int fail_status;           /* set by a parser callback that returns -1 */
+    int fail_status; /* set by a parser callback that returns -1 */
     const char *fail_code;
     char fail_msg[HTTP_ERRMSG_BYTES];
 
@@ -200,19 +201,20 @@ struct http__conn {
 };
 
 struct http_server {
-    uv_loop_t *loop;           /* NULL: a feeder */
+    uv_loop_t *loop; /* NULL: a feeder */
     struct http_limits lim;
     http_handler_fn handler;
     void *arg;
     http_access_log_cb log_cb;
     void *log_arg;
-    http_out_cb out_cb;        /* feeder only */
+    http_out_cb out_cb; /* feeder only */
     void *out_arg;
 
     uv_tcp_t listener;
-    uv_idle_t idle;            /* runs deferred parsing and closes (resume list) */
+    uv_idle_t idle;          /* runs deferred parsing and closes (resume list) */
+    uv_timer_t accept_retry; /* libuv polls the listener again only after uv_accept() */
     bool idle_active;
-    uint32_t n_handles;        /* open handles; the server is freed at 0 once stopping */
+    uint32_t n_handles; /* open handles; the server is freed at 0 once stopping */
     bool stopping;
     void (*done_cb)(void *arg);
     void *done_arg;
@@ -237,8 +239,8 @@ static void http__conn_close(struct http__conn *c);
 static void http__conn_update(struct http__conn *c);
 static void http__conn_parse(struct http__conn *c);
 static void http__conn_advance(struct http__conn *c);
-static void http__conn_fail(struct http__conn *c, int status, const char *code,
-                            const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void http__conn_fail(struct http__conn *c, int status, const char *code, const char *fmt,
+                            ...) __attribute__((format(printf, 4, 5)));
 static void http__respond_error_msg(struct http__req *r, int status, const char *code,
                                     const char *msg);
 
@@ -302,14 +304,15 @@ static void http__errmsg(char *errmsg, size_t cap, const char *fmt, ...)
     va_end(ap);
 }
 
-#define HTTP__CHECK_RANGE(field, lo, hi)                                                     \
-    do {                                                                                     \
-        if ((uint64_t)lim->field < (uint64_t)(lo) || (uint64_t)lim->field > (uint64_t)(hi)) { \
-            http__errmsg(errmsg, cap, "http limits: " #field " = %" PRIu64                   \
-                         " is outside [%" PRIu64 ", %" PRIu64 "]",                           \
-                         (uint64_t)lim->field, (uint64_t)(lo), (uint64_t)(hi));              \
-            return HTTP_EINVAL;                                                              \
-        }                                                                                    \
+#define HTTP__CHECK_RANGE(field, lo, hi)                                                           \
+    do {                                                                                           \
+        if ((uint64_t)lim->field < (uint64_t)(lo) || (uint64_t)lim->field > (uint64_t)(hi)) {      \
+            http__errmsg(errmsg, cap,                                                              \
+                         "http limits: " #field " = %" PRIu64 " is outside [%" PRIu64 ", %" PRIu64 \
+                         "]",                                                                      \
+                         (uint64_t)lim->field, (uint64_t)(lo), (uint64_t)(hi));                    \
+            return HTTP_EINVAL;                                                                    \
+        }                                                                                          \
     } while (0)
 
 static int http__limits_check(const struct http_limits *lim, char *errmsg, size_t cap)
@@ -420,8 +423,8 @@ static void http__utf8_scrub(char *s)
             }
             cp = (cp << 6) | (p[i] & 0x3F);
         }
-        const bool overlong = (n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) ||
-                              (n == 4 && cp < 0x10000);
+        const bool overlong =
+            (n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000);
         if (i < n || overlong || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
             *p++ = '?';
             continue;
@@ -728,10 +731,25 @@ static void http__conn_advance(struct http__conn *c)
 
 /* ---- response heads ---------------------------------------------------------------- */
 
+/* Appends src[0, n) to ch, which was allocated with room for cap bytes. */
+static void http__put(struct http__chunk *ch, size_t cap, const void *src, size_t n)
+{
+    CC_ASSERT(n <= cap - ch->n);
+    if (n > 0) {
+        memcpy(ch->bytes + ch->n, src, n);
+        ch->n += n;
+    }
+}
+
+static void http__puts(struct http__chunk *ch, size_t cap, const char *s)
+{
+    http__put(ch, cap, s, strlen(s));
+}
+
 /* A chunk holding the response head for r, with room for payload_cap more bytes. */
-static struct http__chunk *http__head_new(struct http__req *r, int status,
-                                          const char *content_type, enum http__framing framing,
-                                          size_t content_length, size_t payload_cap)
+static struct http__chunk *http__head_new(struct http__req *r, int status, const char *content_type,
+                                          enum http__framing framing, size_t content_length,
+                                          size_t payload_cap)
 {
     const char *reason = http__reason(status);
     if (content_type != NULL && !http__is_field_value(content_type)) {
@@ -744,42 +762,37 @@ static struct http__chunk *http__head_new(struct http__req *r, int status,
     if (ch == NULL) {
         return NULL;
     }
-    char *p = (char *)ch->bytes;
-    size_t n = 0;
-    n += (size_t)snprintf(p + n, cap - n, "HTTP/1.1 %d %s\r\nServer: conclave\r\n", status,
-                          reason);
+    char line[64 + sizeof("Content-Length: \r\n") + 20];
+    int ln = snprintf(line, sizeof(line), "HTTP/1.1 %d ", status);
+    CC_ASSERT(ln > 0 && (size_t)ln < sizeof(line));
+    http__put(ch, cap, line, (size_t)ln);
+    http__put(ch, cap, reason, strlen(reason));
+    http__puts(ch, cap, "\r\nServer: conclave\r\n");
     if (content_type != NULL) {
-        memcpy(p + n, "Content-Type: ", 14);
-        n += 14;
-        memcpy(p + n, content_type, ct_len);
-        n += ct_len;
-        memcpy(p + n, "\r\n", 2);
-        n += 2;
+        http__puts(ch, cap, "Content-Type: ");
+        http__put(ch, cap, content_type, ct_len);
+        http__puts(ch, cap, "\r\n");
     }
     switch (framing) {
     case HTTP__FRAME_LENGTH:
-        n += (size_t)snprintf(p + n, cap - n, "Content-Length: %zu\r\n", content_length);
+        ln = snprintf(line, sizeof(line), "Content-Length: %zu\r\n", content_length);
+        CC_ASSERT(ln > 0 && (size_t)ln < sizeof(line));
+        http__put(ch, cap, line, (size_t)ln);
         break;
     case HTTP__FRAME_CHUNKED:
-        n += (size_t)snprintf(p + n, cap - n, "Transfer-Encoding: chunked\r\n");
+        http__puts(ch, cap, "Transfer-Encoding: chunked\r\n");
         break;
     case HTTP__FRAME_NONE:
     case HTTP__FRAME_EOF:
         break;
     }
     if (r->close_after) {
-        n += (size_t)snprintf(p + n, cap - n, "Connection: close\r\n");
+        http__puts(ch, cap, "Connection: close\r\n");
     } else if (r->pub.http_minor == 0) {
-        n += (size_t)snprintf(p + n, cap - n, "Connection: keep-alive\r\n");
+        http__puts(ch, cap, "Connection: keep-alive\r\n");
     }
-    if (r->xhdr_len > 0) {
-        memcpy(p + n, r->xhdr, r->xhdr_len);
-        n += r->xhdr_len;
-    }
-    memcpy(p + n, "\r\n", 2);
-    n += 2;
-    CC_ASSERT(n <= cap);
-    ch->n = n;
+    http__put(ch, cap, r->xhdr, r->xhdr_len);
+    http__puts(ch, cap, "\r\n");
     return ch;
 }
 
@@ -796,8 +809,8 @@ static void http__req_finish(struct http__req *r, int status)
 }
 
 /* The common path of every non-streaming response: head + body parts a and b. */
-static void http__respond2(struct http__req *r, int status, const char *content_type,
-                           const void *a, size_t an, const void *b, size_t bn)
+static void http__respond2(struct http__req *r, int status, const char *content_type, const void *a,
+                           size_t an, const void *b, size_t bn)
 {
     CC_ASSERT(status >= 200 && status <= 599);
     CC_ASSERT(an <= SIZE_MAX - bn);
@@ -854,10 +867,9 @@ static void http__respond_error_msg(struct http__req *r, int status, const char 
 
 /* ---- parser callbacks -------------------------------------------------------------- */
 
-static int http__cb_fail(struct http__conn *c, int status, const char *code, const char *fmt,
-                         ...) __attribute__((format(printf, 4, 5)));
-static int http__cb_fail(struct http__conn *c, int status, const char *code, const char *fmt,
-                         ...)
+static int http__cb_fail(struct http__conn *c, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int http__cb_fail(struct http__conn *c, int status, const char *code, const char *fmt, ...)
 {
     c->fail_status = status;
     c->fail_code = code;
@@ -877,7 +889,7 @@ static int http__on_message_begin(http_parser *p)
         return http__cb_fail(c, 503, "out_of_memory", "server is out of memory");
     }
     c->cur = r;
-    c->cur_start_ms = http__now_ms(c->srv);
+    c->cur_start_ms = c->active_ms = http__now_ms(c->srv);
     return 0;
 }
 
@@ -902,8 +914,8 @@ static int http__on_url(http_parser *p, const char *at, size_t n)
 
 /* Appends header text; the NUL terminators are not counted against header_bytes_max but
  * have their reserved room (one per name and value). */
-static int http__hdr_append(struct http__conn *c, struct http__req *r, const char *at,
-                            size_t n, bool terminator)
+static int http__hdr_append(struct http__conn *c, struct http__req *r, const char *at, size_t n,
+                            bool terminator)
 {
     const uint32_t max = c->srv->lim.header_bytes_max;
     if (!terminator) {
@@ -920,9 +932,8 @@ static int http__hdr_append(struct http__conn *c, struct http__req *r, const cha
     if (r->headers_done) {
         return 0; /* trailers: counted, not kept */
     }
-    const size_t limit = (size_t)max + 2 * HTTP_HEADERS_MAX + 1;
-    if (http__grow(&r->hbuf, &r->hbuf_cap, r->hbuf_len + n, HTTP__HDR_BYTES_FIRST, limit) !=
-        0) {
+    const size_t limit = (size_t)max + (size_t)HTTP_HEADERS_MAX * 2 + 1;
+    if (http__grow(&r->hbuf, &r->hbuf_cap, r->hbuf_len + n, HTTP__HDR_BYTES_FIRST, limit) != 0) {
         return http__cb_fail(c, 503, "out_of_memory", "server is out of memory");
     }
     memcpy(r->hbuf + r->hbuf_len, at, n);
@@ -1075,8 +1086,7 @@ static int http__on_headers_complete(http_parser *p)
     if (expect != NULL && p->http_minor >= 1) {
         if (strcasecmp(expect, "100-continue") != 0) {
             return http__cb_fail(c, 417, "expectation_failed",
-                                 "unsupported Expect header '%.64s' (only 100-continue)",
-                                 expect);
+                                 "unsupported Expect header '%.64s' (only 100-continue)", expect);
         }
         if (chunked || (has_length && p->content_length > 0)) {
             http__emit_continue(r); /* ordered behind earlier responses like any output */
@@ -1163,13 +1173,13 @@ static bool http__conn_can_parse(const struct http__conn *c)
     if (c->closing || c->close_pending || c->stop_parsing) {
         return false;
     }
-    return c->cur != NULL || (c->n_pipeline < c->srv->lim.pipeline_max &&
-                              c->out_bytes < HTTP_OUT_BYTES_HIGH_WATER);
+    return c->cur != NULL ||
+           (c->n_pipeline < c->srv->lim.pipeline_max && c->out_bytes < HTTP_OUT_BYTES_HIGH_WATER);
 }
 
 /* Answers with a server error as the next response in order, then closes. */
-static void http__conn_fail(struct http__conn *c, int status, const char *code,
-                            const char *fmt, ...)
+static void http__conn_fail(struct http__conn *c, int status, const char *code, const char *fmt,
+                            ...)
 {
     char msg[HTTP_ERRMSG_BYTES];
     va_list ap;
@@ -1533,8 +1543,7 @@ static void http__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->rpos = 0;
     c->rlen = (size_t)nread;
     c->bytes_in += (uint64_t)nread;
-    c->active_ms = http__now_ms(c->srv);
-    http__conn_parse(c);
+    http__conn_parse(c); /* not activity by itself: bare CRLFs must not defer the idle close */
 }
 
 static void http__on_write(uv_write_t *w, int status)
@@ -1683,6 +1692,14 @@ static void http__send_refusal(struct http__conn *c)
     http__conn_maybe_finish(c);
 }
 
+static void http__on_connection(uv_stream_t *listener, int status);
+
+static void http__on_accept_retry(uv_timer_t *t)
+{
+    struct http_server *srv = t->data;
+    http__on_connection((uv_stream_t *)&srv->listener, 0);
+}
+
 static void http__on_connection(uv_stream_t *listener, int status)
 {
     struct http_server *srv = listener->data;
@@ -1690,8 +1707,9 @@ static void http__on_connection(uv_stream_t *listener, int status)
         return;
     }
     struct http__conn *c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        return; /* libuv retries the accept when the listener is readable again */
+    if (c == NULL) { /* the pending socket waits; libuv will not poll until we accept */
+        uv_timer_start(&srv->accept_retry, http__on_accept_retry, HTTP__ACCEPT_RETRY_MS, 0);
+        return;
     }
     http__conn_init(c, srv);
     uv_tcp_init(srv->loop, &c->tcp);
@@ -1774,8 +1792,8 @@ static int http__parse_addr(const char *host_port, char *host, char *port, size_
 }
 
 int http_server_start(uv_loop_t *loop, const char *host_port, const struct http_limits *lim,
-                      http_handler_fn handler, void *arg, struct http_server **out,
-                      char *errmsg, size_t errmsg_cap)
+                      http_handler_fn handler, void *arg, struct http_server **out, char *errmsg,
+                      size_t errmsg_cap)
 {
     struct http_limits defaults;
     char host[HTTP_ADDR_BYTES_MAX];
@@ -1824,13 +1842,14 @@ int http_server_start(uv_loop_t *loop, const char *host_port, const struct http_
     srv->arg = arg;
     uv_idle_init(loop, &srv->idle);
     srv->idle.data = srv;
+    uv_timer_init(loop, &srv->accept_retry);
+    srv->accept_retry.data = srv;
     uv_tcp_init(loop, &srv->listener);
     srv->listener.data = srv;
-    srv->n_handles = 2;
+    srv->n_handles = 3;
     rv = uv_tcp_bind(&srv->listener, ai->ai_addr, 0);
     if (rv == 0) {
-        rv = uv_listen((uv_stream_t *)&srv->listener, HTTP__LISTEN_BACKLOG,
-                       http__on_connection);
+        rv = uv_listen((uv_stream_t *)&srv->listener, HTTP__LISTEN_BACKLOG, http__on_connection);
     }
     if (rv != 0) {
         http__errmsg(errmsg, errmsg_cap, "cannot listen on %s: %s", host_port, uv_strerror(rv));
@@ -1845,6 +1864,7 @@ err_after_handles:
     srv->stopping = true; /* freed by the close callbacks */
     uv_close((uv_handle_t *)&srv->listener, http__on_server_handle_closed);
     uv_close((uv_handle_t *)&srv->idle, http__on_server_handle_closed);
+    uv_close((uv_handle_t *)&srv->accept_retry, http__on_server_handle_closed);
 err_after_ai:
     freeaddrinfo(ai);
 err:
@@ -1878,6 +1898,7 @@ void http_server_stop(struct http_server *srv, void (*done_cb)(void *arg), void 
     srv->done_arg = arg;
     uv_close((uv_handle_t *)&srv->listener, http__on_server_handle_closed);
     uv_close((uv_handle_t *)&srv->idle, http__on_server_handle_closed);
+    uv_close((uv_handle_t *)&srv->accept_retry, http__on_server_handle_closed);
     srv->idle_active = false;
     while (srv->conns != NULL) { /* bounded: each pass unlinks one; none can be added */
         http__conn_close(srv->conns);
@@ -1913,8 +1934,7 @@ const char *http_req_header(const struct http_req *req, const char *name)
     return NULL;
 }
 
-int http_req_on_close(struct http_req *req, void (*cb)(struct http_req *req, void *arg),
-                      void *arg)
+int http_req_on_close(struct http_req *req, void (*cb)(struct http_req *req, void *arg), void *arg)
 {
     struct http__req *r = http__req_of(req);
     if (r->conn == NULL) {
@@ -1975,12 +1995,14 @@ int http_respond_header(struct http_req *req, const char *name, const char *valu
         return HTTP_ENOMEM;
     }
     r->xhdr = nb;
-    char *p = r->xhdr + r->xhdr_len;
-    memcpy(p, name, nl);
-    memcpy(p + nl, ": ", 2);
-    memcpy(p + nl + 2, value, vl);
-    memcpy(p + nl + 2 + vl, "\r\n", 2);
-    r->xhdr_len += add;
+    const struct {
+        const char *s;
+        size_t n;
+    } parts[] = {{name, nl}, {": ", 2}, {value, vl}, {"\r\n", 2}};
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        memmove(r->xhdr + r->xhdr_len, parts[i].s, parts[i].n);
+        r->xhdr_len += parts[i].n;
+    }
     return 0;
 }
 
@@ -2013,8 +2035,7 @@ void http_respond_verror(struct http_req *req, int status, const char *code, con
     http__respond_error_msg(http__req_of(req), status, code, msg);
 }
 
-void http_respond_error(struct http_req *req, int status, const char *code, const char *fmt,
-                        ...)
+void http_respond_error(struct http_req *req, int status, const char *code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

@@ -33,7 +33,7 @@
  *   - Bodies passed to http_respond() and http_stream_write() stay the caller's; they
  *     are copied before the call returns. http_respond_json() takes the json_t.
  *
- * Errors are negative ints in the HTTP range (-2001...), named below; http_strerror()
+ * Errors are negative ints in the HTTP range (-1901...), named below; http_strerror()
  * gives a phrase. Sections: limits | errors | requests | server | responses | streams |
  * helpers | socketless feeder (tests, fuzzing).
  */
@@ -53,40 +53,52 @@
  * Each is the default and the ceiling of the matching struct http_limits field; a
  * server may lower them (tests do), never raise them. */
 
-#define HTTP_HEADER_BYTES_MAX (32u << 10) /* 431: header names + values of one request
-                                             (nginx allows 4 x 8 KiB); bounds its buffer */
-#define HTTP_HEADERS_MAX 64u              /* 431: header fields per request; fixed index */
-#define HTTP_URL_BYTES_MAX (16u << 10)    /* 414: request target; a 4 KiB key (kv.h's
-                                             KV_KEY_BYTES_MAX) percent-encoded at 3 bytes
-                                             a byte, plus prefix and query */
-#define HTTP_BODY_BYTES_MAX (4u << 20)    /* 413: one request body; a 1 MiB value (the
-                                             Raft entry limit) even base64'd inside JSON */
-#define HTTP_BODY_BYTES_TOTAL_MAX (256u << 20) /* 503: request bodies held by all
-                                                  connections together (memory bound) */
-#define HTTP_CONNS_MAX 1024u       /* open client connections; beyond: accept, 503, close */
-#define HTTP_REJECTS_MAX 64u       /* connections being refused with a 503 at once;
-                                      beyond that they are closed without a response */
-#define HTTP_PIPELINE_MAX 16u      /* requests read but unanswered per connection; beyond:
-                                      stop reading (backpressure) */
-#define HTTP_OUT_BYTES_HIGH_WATER (1u << 20) /* unsent response bytes per connection above
-                                                which no further request is read: a client
-                                                that pipelines but never reads cannot make
-                                                the server queue unbounded responses */
-#define HTTP_STREAM_BUFFER_BYTES_MAX (1u << 20) /* unsent bytes a stream write may leave
-                                                   queued on its connection; HTTP_ESLOW */
-#define HTTP_IDLE_TIMEOUT_MS 60000u    /* keep-alive connection with nothing to do, or a
-                                          client that stopped reading our output: closed */
-#define HTTP_REQUEST_TIMEOUT_MS 30000u /* 408: from a request's first byte to its last
-                                          (slow-loris); 1 MiB at 35 KiB/s still fits */
-#define HTTP_TIMEOUT_MS_MIN 10u        /* lowest settable timeout (tests) */
-#define HTTP_LINGER_MS 2000u /* after the last response: drain the client's unread bytes
-                                this long so our close sends FIN, not RST, and the client
-                                gets to read the response */
-#define HTTP_READ_BYTES (16u << 10)   /* per-connection receive buffer; also bounds the
-                                         parse work of one read callback */
+#define HTTP_HEADER_BYTES_MAX                                             \
+    (32u << 10)              /* 431: header names + values of one request \
+                                (nginx allows 4 x 8 KiB); bounds its buffer */
+#define HTTP_HEADERS_MAX 64u /* 431: header fields per request; fixed index */
+#define HTTP_URL_BYTES_MAX                                      \
+    (16u << 10) /* 414: request target; a 4 KiB key (kv.h's     \
+                   KV_KEY_BYTES_MAX) percent-encoded at 3 bytes \
+                   a byte, plus prefix and query */
+#define HTTP_BODY_BYTES_MAX                                 \
+    (4u << 20) /* 413: one request body; a 1 MiB value (the \
+                  Raft entry limit) even base64'd inside JSON */
+#define HTTP_BODY_BYTES_TOTAL_MAX                               \
+    (256u << 20)             /* 503: request bodies held by all \
+                                connections together (memory bound) */
+#define HTTP_CONNS_MAX 1024u /* open client connections; beyond: accept, 503, close */
+#define HTTP_REJECTS_MAX                                 \
+    64u /* connections being refused with a 503 at once; \
+           beyond that they are closed without a response */
+#define HTTP_PIPELINE_MAX                                       \
+    16u /* requests read but unanswered per connection; beyond: \
+           stop reading (backpressure) */
+#define HTTP_OUT_BYTES_HIGH_WATER                            \
+    (1u << 20) /* unsent response bytes per connection above \
+                  which no further request is read: a client \
+                  that pipelines but never reads cannot make \
+                  the server queue unbounded responses */
+#define HTTP_STREAM_BUFFER_BYTES_MAX                    \
+    (1u << 20) /* unsent bytes a stream write may leave \
+                  queued on its connection; HTTP_ESLOW */
+#define HTTP_IDLE_TIMEOUT_MS                                 \
+    60000u /* keep-alive connection with nothing to do, or a \
+              client that stopped reading our output: closed */
+#define HTTP_REQUEST_TIMEOUT_MS                                                 \
+    30000u                      /* 408: from a request's first byte to its last \
+                                   (slow-loris); 1 MiB at 35 KiB/s still fits */
+#define HTTP_TIMEOUT_MS_MIN 10u /* lowest settable timeout (tests) */
+#define HTTP_LINGER_MS                                                 \
+    2000u /* after the last response: drain the client's unread bytes  \
+             this long so our close sends FIN, not RST, and the client \
+             gets to read the response */
+#define HTTP_READ_BYTES                                                                     \
+    (16u << 10)                           /* per-connection receive buffer; also bounds the \
+                                             parse work of one read callback */
 #define HTTP_RESP_HEADERS_BYTES_MAX 4096u /* extra response headers (http_respond_header) */
-#define HTTP_ERRMSG_BYTES 512u        /* http_respond_error message; longer is truncated */
-#define HTTP_ADDR_BYTES_MAX 262u      /* "host:port" + NUL: 253-byte DNS name, [], port */
+#define HTTP_ERRMSG_BYTES           512u  /* http_respond_error message; longer is truncated */
+#define HTTP_ADDR_BYTES_MAX         262u  /* "host:port" + NUL: 253-byte DNS name, [], port */
 
 _Static_assert(HTTP_HEADER_BYTES_MAX + HTTP_URL_BYTES_MAX + 1024 <= HTTP_MAX_HEADER_SIZE,
                "http-parser's own head limit must not cut in before ours (431 vs 414)");
@@ -112,18 +124,18 @@ void http_limits_default(struct http_limits *lim);
 /* ---- errors (negative, in the HTTP range) ------------------------------------------ */
 
 enum {
-    HTTP_EINVAL = -2001,    /* bad argument (errmsg / the message says which) */
-    HTTP_EADDR = -2002,     /* malformed "host:port" or unresolvable host */
-    HTTP_ELISTEN = -2003,   /* bind or listen failed */
-    HTTP_ENOMEM = -2004,    /* allocation failed */
-    HTTP_ECLOSED = -2005,   /* the client went away; the request only awaits its finish */
-    HTTP_ESLOW = -2006,     /* stream: client reads too slowly, stream_buffer_bytes_max
+    HTTP_EINVAL = -1901,    /* bad argument (errmsg / the message says which) */
+    HTTP_EADDR = -1902,     /* malformed "host:port" or unresolvable host */
+    HTTP_ELISTEN = -1903,   /* bind or listen failed */
+    HTTP_ENOMEM = -1904,    /* allocation failed */
+    HTTP_ECLOSED = -1905,   /* the client went away; the request only awaits its finish */
+    HTTP_ESLOW = -1906,     /* stream: client reads too slowly, stream_buffer_bytes_max
                                reached; the caller should end the stream */
-    HTTP_ESTATE = -2007,    /* call out of order (header after respond, write before begin) */
-    HTTP_ENOTFOUND = -2008, /* query parameter absent */
-    HTTP_ETOOLONG = -2009,  /* decoded value does not fit the caller's buffer */
-    HTTP_EBADVALUE = -2010, /* malformed percent-escape, or not a bool / u64 */
-    HTTP_EFULL = -2011,     /* extra response headers over HTTP_RESP_HEADERS_BYTES_MAX */
+    HTTP_ESTATE = -1907,    /* call out of order (header after respond, write before begin) */
+    HTTP_ENOTFOUND = -1908, /* query parameter absent */
+    HTTP_ETOOLONG = -1909,  /* decoded value does not fit the caller's buffer */
+    HTTP_EBADVALUE = -1910, /* malformed percent-escape, or not a bool / u64 */
+    HTTP_EFULL = -1911,     /* extra response headers over HTTP_RESP_HEADERS_BYTES_MAX */
 };
 const char *http_strerror(int rv);
 
@@ -137,22 +149,22 @@ struct http_header {
 /* One parsed request. Strings are NUL-terminated and also carry lengths, because a
  * decoded path may hold any byte (binary keys arrive as %00). */
 struct http_req {
-    int method;                     /* enum http_method: HTTP_GET, HTTP_PUT, ... */
-    unsigned short http_major;      /* always 1 (other majors get 505) */
-    unsigned short http_minor;      /* as sent: 0 means HTTP/1.0 */
-    char *path;                     /* percent-decoded ('+' stays '+'); may contain NUL */
+    int method;                /* enum http_method: HTTP_GET, HTTP_PUT, ... */
+    unsigned short http_major; /* always 1 (other majors get 505) */
+    unsigned short http_minor; /* as sent: 0 means HTTP/1.0 */
+    char *path;                /* percent-decoded ('+' stays '+'); may contain NUL */
     size_t path_len;
-    const char *path_raw;           /* as sent, e.g. "/v1/kv/a%2Fb"; route on this when a
-                                       decoded '/' must not split a segment */
+    const char *path_raw; /* as sent, e.g. "/v1/kv/a%2Fb"; route on this when a
+                             decoded '/' must not split a segment */
     size_t path_raw_len;
-    const char *query;              /* raw text after '?', NULL when there was no '?' */
+    const char *query; /* raw text after '?', NULL when there was no '?' */
     size_t query_len;
     const struct http_header *headers;
     uint32_t n_headers;
-    uint8_t *body;                  /* NULL when body_len == 0; else body[body_len] == 0 */
+    uint8_t *body; /* NULL when body_len == 0; else body[body_len] == 0 */
     size_t body_len;
-    bool keep_alive;                /* false: the connection closes after this response */
-    uint64_t id;                    /* per server, counts from 1; for logs */
+    bool keep_alive; /* false: the connection closes after this response */
+    uint64_t id;     /* per server, counts from 1; for logs */
 };
 
 /* The first header with this name (case-insensitive), or NULL. */
@@ -169,8 +181,7 @@ typedef void (*http_handler_fn)(struct http_req *req, void *arg);
  * frees it), from inside cb or later, e.g. when the cancelled Raft proposal reports.
  * A second call replaces the first. Returns 0, or HTTP_ECLOSED when the client is
  * already gone (cb will not run). */
-int http_req_on_close(struct http_req *req, void (*cb)(struct http_req *req, void *arg),
-                      void *arg);
+int http_req_on_close(struct http_req *req, void (*cb)(struct http_req *req, void *arg), void *arg);
 
 /* True once the client has gone away; every response call is then a no-op. */
 bool http_req_is_closed(const struct http_req *req);
@@ -199,8 +210,8 @@ struct http_access {
     const char *path_raw;
     size_t path_raw_len;
     int status;
-    uint64_t duration_us;  /* from the request's last byte to its finish */
-    uint64_t body_bytes;   /* request body */
+    uint64_t duration_us; /* from the request's last byte to its finish */
+    uint64_t body_bytes;  /* request body */
     uint64_t id;
 };
 typedef void (*http_access_log_cb)(void *log_arg, const struct http_access *e);
@@ -211,8 +222,8 @@ typedef void (*http_access_log_cb)(void *log_arg, const struct http_access *e);
  * HTTP_ELISTEN or HTTP_ENOMEM, writes the reason into errmsg (may be NULL) and *out is
  * NULL; a handle may still be closing, so run the loop before uv_loop_close(). */
 int http_server_start(uv_loop_t *loop, const char *host_port, const struct http_limits *lim,
-                      http_handler_fn handler, void *arg, struct http_server **out,
-                      char *errmsg, size_t errmsg_cap);
+                      http_handler_fn handler, void *arg, struct http_server **out, char *errmsg,
+                      size_t errmsg_cap);
 
 /* The bound TCP port, or -1. */
 int http_server_bound_port(const struct http_server *srv);
@@ -240,8 +251,8 @@ void http_server_stats(const struct http_server *srv, struct http_server_stats *
 int http_respond_header(struct http_req *req, const char *name, const char *value);
 
 /* Sends status, Content-Type (omitted when NULL) and body[0, n) (copied). Finishes req. */
-void http_respond(struct http_req *req, int status, const char *content_type,
-                  const void *body, size_t n);
+void http_respond(struct http_req *req, int status, const char *content_type, const void *body,
+                  size_t n);
 
 /* Sends obj as compact JSON plus "\n", application/json; takes obj (decref'd here, may
  * be NULL, which sends a 500). Finishes req. */
@@ -249,8 +260,8 @@ void http_respond_json(struct http_req *req, int status, json_t *obj);
 
 /* Sends {"error":{"code":code,"message":<printf>}}; the message is truncated to
  * HTTP_ERRMSG_BYTES and bytes that are not UTF-8 become '?'. Finishes req. */
-void http_respond_error(struct http_req *req, int status, const char *code, const char *fmt,
-                        ...) __attribute__((format(printf, 4, 5)));
+void http_respond_error(struct http_req *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 void http_respond_verror(struct http_req *req, int status, const char *code, const char *fmt,
                          va_list ap) __attribute__((format(printf, 4, 0)));
 
