@@ -1525,7 +1525,9 @@ void raft_tick(struct raft *r)
         return;
     }
     r->election_elapsed++;
-    if (r->election_elapsed >= r->election_timeout) {
+    /* A sole voter has nobody to wait for: elect itself on the first tick. */
+    bool sole_voter = is_voter(r, r->o.id) && raft_config_n_voters(&r->config) == 1;
+    if (r->election_elapsed >= r->election_timeout || sole_voter) {
         if (is_voter(r, r->o.id))
             campaign(r, r->o.prevote, false);
         else
