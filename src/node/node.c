@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "base/assert.h"
+#include "base/grow.h"
 #include "base/env.h"
 #include "node/transport.h"
 #include "storage/snap.h"
@@ -128,20 +129,6 @@ static void node_log(struct node *n, const char *fmt, ...)
         fprintf(stderr, "conclave[%u]: %s\n", n->cfg.id, line);
 }
 
-static int grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    uint32_t ncap = *cap ? *cap * 2 : 16;
-    while (ncap < need)
-        ncap *= 2;
-    void *np = realloc(*p, (size_t)ncap * elem);
-    if (!np)
-        return NODE_EFULL;
-    *p = np;
-    *cap = ncap;
-    return 0;
-}
 
 void node_config_default(struct node_config *c)
 {
@@ -191,7 +178,7 @@ static void send_msgs(struct node *n, const struct raft_msg *msgs, uint32_t coun
 
 static void hold_msgs(struct node *n, const struct raft_msg *msgs, uint32_t count)
 {
-    if (grow((void **)&n->held, &n->cap_held, n->n_held + 1, sizeof(*n->held)) != 0)
+    if (!cc_grow((void **)&n->held, &n->cap_held, n->n_held + 1, sizeof(*n->held)))
         return; /* dropping is safe: votes and acks are re-sent on demand */
     struct held_msgs *h = &n->held[n->n_held];
     h->seq = n->last_seq_submitted;
@@ -652,7 +639,7 @@ int node_propose(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb c
         return NODE_ENOTLEADER;
     if (rv != 0)
         return rv;
-    if (grow((void **)&n->props, &n->cap_props, n->n_props + 1, sizeof(*n->props)) != 0)
+    if (!cc_grow((void **)&n->props, &n->cap_props, n->n_props + 1, sizeof(*n->props)))
         return NODE_EFULL; /* the entry is proposed; it will apply without a callback */
     n->props[n->n_props++] =
         (struct pending_prop){.index = index, .term = raft_term(n->raft), .cb = cb, .arg = arg};
@@ -671,7 +658,7 @@ int node_read(struct node *n, bool linearizable, node_read_cb cb, void *arg)
     }
     if (n->n_reads >= NODE_PENDING_MAX)
         return NODE_EFULL;
-    if (grow((void **)&n->reads, &n->cap_reads, n->n_reads + 1, sizeof(*n->reads)) != 0)
+    if (!cc_grow((void **)&n->reads, &n->cap_reads, n->n_reads + 1, sizeof(*n->reads)))
         return NODE_EFULL;
     uint64_t id = ++n->next_read_id;
     int rv = raft_read_index(n->raft, id);

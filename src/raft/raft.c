@@ -22,6 +22,8 @@
 #include <string.h>
 
 #include "base/assert.h"
+#include "base/grow.h"
+#include "base/le.h"
 #include "base/prng.h"
 
 /* ==== types ============================================================== */
@@ -136,20 +138,6 @@ struct raft {
 static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
-static int grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    uint32_t ncap = *cap ? *cap * 2 : 16;
-    while (ncap < need)
-        ncap *= 2;
-    void *np = realloc(*p, (size_t)ncap * elem);
-    if (!np)
-        return RAFT_ENOMEM;
-    *p = np;
-    *cap = ncap;
-    return 0;
-}
 
 const char *raft_strerror(int rv)
 {
@@ -195,19 +183,6 @@ const char *raft_role_name(int role)
 /* ==== config codec ======================================================= */
 /* Layout: u32 n_servers, then per server u32 id + u8 role, little endian. */
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
 
 int raft_config_role(const struct raft_config *c, uint32_t id)
 {
@@ -248,9 +223,9 @@ int raft_config_encode(const struct raft_config *c, uint8_t *buf, size_t cap, si
     size_t n = 4 + (size_t)c->n_servers * 5;
     if (n > cap)
         return RAFT_EINVAL;
-    put_u32(buf, c->n_servers);
+    le_put_u32(buf, c->n_servers);
     for (uint32_t i = 0; i < c->n_servers; i++) {
-        put_u32(buf + 4 + i * 5, c->servers[i].id);
+        le_put_u32(buf + 4 + i * 5, c->servers[i].id);
         buf[4 + i * 5 + 4] = c->servers[i].role;
     }
     *n_out = n;
@@ -261,12 +236,12 @@ int raft_config_decode(struct raft_config *c, const uint8_t *buf, size_t n)
 {
     if (n < 4)
         return RAFT_EINVAL;
-    uint32_t k = get_u32(buf);
+    uint32_t k = le_get_u32(buf);
     if (k > RAFT_SERVERS_MAX || n != 4 + (size_t)k * 5)
         return RAFT_EINVAL;
     c->n_servers = k;
     for (uint32_t i = 0; i < k; i++) {
-        c->servers[i].id = get_u32(buf + 4 + i * 5);
+        c->servers[i].id = le_get_u32(buf + 4 + i * 5);
         c->servers[i].role = buf[4 + i * 5 + 4];
     }
     return config_valid(c) ? 0 : RAFT_EINVAL;
@@ -499,7 +474,7 @@ static void log_free_all(struct raft *r)
 static struct raft_msg *outbox_push(struct outbox *b, uint8_t type, uint32_t to, uint64_t term,
                                     uint32_t from)
 {
-    if (grow((void **)&b->q, &b->cap, b->n + 1, sizeof(*b->q)) != 0)
+    if (!cc_grow((void **)&b->q, &b->cap, b->n + 1, sizeof(*b->q)))
         return NULL; /* a dropped message is always safe; the protocol retries */
     struct outmsg *om = &b->q[b->n++];
     memset(om, 0, sizeof(*om));
@@ -524,7 +499,7 @@ static struct raft_msg *send_after(struct raft *r, uint8_t type, uint32_t to)
 static void outbox_resolve(struct raft *r, struct outbox *b)
 {
     b->n_pub = 0;
-    if (grow((void **)&b->pub, &b->cap_pub, b->n, sizeof(*b->pub)) != 0) {
+    if (!cc_grow((void **)&b->pub, &b->cap_pub, b->n, sizeof(*b->pub))) {
         b->n = 0;
         return;
     }
@@ -550,7 +525,7 @@ static void outbox_resolve(struct raft *r, struct outbox *b)
 
 static void read_ready(struct raft *r, uint64_t read_id, uint64_t index, int status)
 {
-    if (grow((void **)&r->ready, &r->cap_ready, r->n_ready + 1, sizeof(*r->ready)) != 0)
+    if (!cc_grow((void **)&r->ready, &r->cap_ready, r->n_ready + 1, sizeof(*r->ready)))
         return; /* the host times the read out */
     r->ready[r->n_ready++] = (struct raft_read_ready){read_id, index, status};
 }
@@ -1362,7 +1337,7 @@ static int leader_read(struct raft *r, uint64_t read_id, uint32_t from)
     }
     if (r->n_reads >= RAFT_READS_MAX)
         return RAFT_EFULL;
-    if (grow((void **)&r->reads, &r->cap_reads, r->n_reads + 1, sizeof(*r->reads)) != 0)
+    if (!cc_grow((void **)&r->reads, &r->cap_reads, r->n_reads + 1, sizeof(*r->reads)))
         return RAFT_ENOMEM;
     struct read_req *q = &r->reads[r->n_reads++];
     memset(q, 0, sizeof(*q));
