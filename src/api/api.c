@@ -221,9 +221,9 @@ static void on_applied(void *arg, int status, const struct kv_result *res)
     } else if (status == NODE_ELOST) {
         http_respond_error(o->req, 503, "leader_changed",
                            "leadership changed before the write committed; it was not applied, retry");
-    } else if (status != 0 && (!res || res->err == 0)) {
+    } else if (!res || (status != 0 && res->err == 0)) {
         http_respond_error(o->req, 503, "unavailable", "%s", node_strerror(status));
-    } else if (res && res->err) {
+    } else if (res->err) {
         respond_kv_error(o->req, res->err);
     } else {
         json_t *j = json_object();
@@ -462,8 +462,8 @@ static bool txn_parse_ops(struct txn_parse *t, json_t *arr, int branch)
     if (!arr)
         return true;
     if (!json_is_array(arr) || json_array_size(arr) > KV_TXN_OPS_MAX) {
-        snprintf(t->err, sizeof(t->err), "success/failure must be arrays of at most %d ops",
-                 KV_TXN_OPS_MAX);
+        snprintf(t->err, sizeof(t->err), "success/failure must be arrays of at most %u ops",
+                 (unsigned)KV_TXN_OPS_MAX);
         return false;
     }
     size_t i;
@@ -507,7 +507,8 @@ static bool txn_parse_cmps(struct txn_parse *t, json_t *arr)
     if (!arr)
         return true;
     if (!json_is_array(arr) || json_array_size(arr) > KV_TXN_CMP_MAX) {
-        snprintf(t->err, sizeof(t->err), "compare must be an array of at most %d", KV_TXN_CMP_MAX);
+        snprintf(t->err, sizeof(t->err), "compare must be an array of at most %u",
+                 (unsigned)KV_TXN_CMP_MAX);
         return false;
     }
     static const char *targets[] = {"", "version", "create", "mod", "value", "lease"};
