@@ -155,8 +155,8 @@ static json_t *json_kv(const struct kv_kv *kv, bool with_value)
 {
     json_t *o = json_object();
     json_set_bytes(o, "key", kv->key, kv->key_len);
-    if (with_value && kv->value)
-        json_set_bytes(o, "value", kv->value, kv->value_len);
+    if (with_value)
+        json_set_bytes(o, "value", kv->value ? kv->value : (const uint8_t *)"", kv->value_len);
     json_object_set_new(o, "create_revision", json_integer(kv->create_revision));
     json_object_set_new(o, "mod_revision", json_integer(kv->mod_revision));
     json_object_set_new(o, "version", json_integer(kv->version));
@@ -656,6 +656,11 @@ static void cluster_transfer(struct api *a, struct http_req *req)
             }
     }
     json_decref(j);
+    if (target == 0) {
+        http_respond_error(req, 409, "no_target",
+                           "no other voter to transfer leadership to (give {\"to\": ID})");
+        return;
+    }
     int rv = raft_transfer(r, target);
     if (rv != 0) {
         http_respond_error(req, rv == RAFT_EBUSY ? 409 : 400, "transfer_failed",

@@ -203,6 +203,8 @@ static void release_held(struct node *n)
         free(h->msgs);
         k++;
     }
+    if (k == 0)
+        return;
     memmove(n->held, n->held + k, (n->n_held - k) * sizeof(*n->held));
     n->n_held -= k;
 }
