@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/cluster_cmd.h"
+#include "cli/kv_cmd.h"
 #include "cli/serve.h"
 #include "cli/wal_cmd.h"
 
@@ -32,6 +34,8 @@ static const char cli_usage_text[] =
     "commands:\n"
     "  serve     run a Conclave node (serve --help for flags)\n"
     "  wal       check or repair a data directory: wal check|repair --data-dir DIR\n"
+    "  kv        put, get, del, txn, compact against a running node (kv --help)\n"
+    "  cluster   status, members, leadership transfer (cluster --help)\n"
     "  version   print the version\n"
     "  help      print this help\n"
     "\n"
@@ -62,6 +66,8 @@ static const struct cli_command cli_commands[] = {
     {"serve", cli_serve_main}, {"version", cli_cmd_version}, {"--version", cli_cmd_version},
     {"help", cli_cmd_help},   {"-h", cli_cmd_help},         {"--help", cli_cmd_help},
     {"wal", cli_wal_main},
+    {"kv", cli_kv_main},
+    {"cluster", cli_cluster_main},
 };
 
 /* ---- main ------------------------------------------------------------------------- */
