@@ -253,7 +253,8 @@ void disk_sync(struct disk *d, uint64_t seq)
         op_free(&d->ops[k]);
         k++;
     }
-    memmove(d->ops, d->ops + k, (d->n_ops - k) * sizeof(*d->ops));
+    if (k > 0) /* ops may be NULL after disk_reset() */
+        memmove(d->ops, d->ops + k, (d->n_ops - k) * sizeof(*d->ops));
     d->n_ops -= k;
     d->seq_synced += k;
 }
@@ -295,6 +296,25 @@ void disk_recovered(const struct disk *d, struct raft_recovered *rec)
     rec->snapshot = d->durable.has_snapshot ? &d->durable.snapshot : NULL;
     rec->entries = d->durable.entries;
     rec->n_entries = d->durable.n_entries;
+}
+
+void disk_reset(struct disk *d, const struct raft_recovered *rec)
+{
+    disk_free(d);
+    d->durable.hard_state = rec->hard_state;
+    uint64_t k = 0;
+    if (rec->snapshot != NULL) {
+        d->durable.has_snapshot = true;
+        d->durable.snapshot = *rec->snapshot;
+        d->durable.snapshot.bytes = mem_dup(rec->snapshot->bytes, rec->snapshot->n_bytes);
+        while (k < rec->n_entries && rec->entries[k].index <= rec->snapshot->index)
+            k++;
+        if (k < rec->n_entries && rec->entries[k].index != rec->snapshot->index + 1)
+            k = rec->n_entries;
+    }
+    for (; k < rec->n_entries; k++)
+        image_push(&d->durable, &rec->entries[k], false);
+    image_copy(&d->current, &d->durable);
 }
 
 /* ---- queries ------------------------------------------------------------- */

@@ -78,6 +78,10 @@ uint64_t disk_seq(const struct disk *d);
 void disk_sync(struct disk *d, uint64_t seq);
 void disk_crash(struct disk *d, struct prng *rng, struct disk_crash_info *info);
 void disk_recovered(const struct disk *d, struct raft_recovered *rec);
+/* Forgets everything and makes rec (as another storage backend recovered it) both the
+ * durable and the current image. Entries the snapshot covers are dropped; the rest
+ * must continue it (else the whole list is dropped, as image_set_snapshot does). */
+void disk_reset(struct disk *d, const struct raft_recovered *rec);
 
 /* Image queries. last index/term count the snapshot when the log is empty. */
 uint64_t disk_image_last_index(const struct disk_image *img);

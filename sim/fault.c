@@ -350,6 +350,8 @@ static void fault_operator(struct world *w)
     }
     for (uint32_t id = 1; id <= w->n_nodes; id++) {
         int role = raft_config_role(c, id);
+        if (w->nodes[id].dead)
+            continue; /* a refused disk: never rejoins (host_restart) */
         if (role == 0) {
             fault_change(w, l, RAFT_ADD_LEARNER, id, false);
             return;
@@ -463,7 +465,7 @@ void fault_heal(struct world *w)
     for (uint32_t id = 1; id <= w->n_nodes && !w->failed; id++) {
         struct world_node *n = &w->nodes[id];
         n->disk_slow = false;
-        if (!n->up)
+        if (!n->up && !n->dead)
             host_restart(w, n);
         else if (n->paused)
             host_resume(w, n);
@@ -479,6 +481,8 @@ void fault_heal_membership(struct world *w)
     const struct raft_config *c = raft_config(l->raft);
     for (uint32_t id = 1; id <= w->n_nodes; id++) {
         int role = raft_config_role(c, id);
+        if (w->nodes[id].dead)
+            continue; /* a refused disk: never rejoins (host_restart) */
         if (role == 0) {
             fault_change(w, l, RAFT_ADD_LEARNER, id, true);
             return;

@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "base/assert.h"
+#include "storage/snap.h"
 #include "mem.h"
 #include "world.h"
 
@@ -102,6 +103,44 @@ static void host_free_msg(struct raft_msg *m)
 {
     raft_msg_free_copy(m);
     free(m);
+}
+
+/* ---- real storage ------------------------------------------------------------------ */
+
+/* A fatal storage error (node.c exits 70, or 75 for ENOSPC): the node writes nothing
+ * more and crashes at once, before the next event; msgs_now already handed out are
+ * harmless (they promise nothing durable). */
+static void host_storage_failed(struct world *w, struct world_node *n, int rv, const char *msg)
+{
+    if (n->storage_failed)
+        return;
+    n->storage_failed = true;
+    bool nospc = rv == WAL_ENOSPC || rv == SNAP_ENOSPC;
+    bool sync = rv == WAL_ESYNC || rv == SNAP_ESYNC;
+    if (nospc)
+        w->res->n_enospc++;
+    if (sync)
+        w->res->n_fsync_fatal++;
+    world_trace(w, n->id, "storage failed (%s): %s", nospc ? "ENOSPC" : sync ? "fsync" : "io", msg);
+    world_push(w, w->now_us, WEV_STORAGE_FATAL, n->id, n->epoch, NULL);
+}
+
+void host_storage_fatal(struct world *w, struct world_node *n)
+{
+    host_crash(w, n, "storage failure");
+    uint64_t down = 1000 + prng_below(&w->rng_wal, 30000);
+    world_push(w, w->now_us + down, WEV_RESTART, n->id, n->epoch, NULL);
+}
+
+/* Before a sync: maybe make this fsync fail or the disk fill up (fault phase only). */
+static void host_storage_faults(struct world *w, struct world_node *n)
+{
+    if (w->phase != WORLD_FAULTS)
+        return;
+    if (prng_chance(&w->rng_wal, w->k.fsync_fail_ppm))
+        dwal_fail_next_sync(&n->dw);
+    if (prng_chance(&w->rng_wal, w->k.enospc_ppm))
+        dwal_limit_space(&n->dw, prng_below(&w->rng_wal, 8192), false);
 }
 
 /* ---- update handling ----------------------------------------------------------- */
@@ -247,6 +286,12 @@ static void host_update(struct world *w, struct world_node *n, const struct raft
         world_fail(w, "host-contract", "n%u %s write refused: %s", n->id, what, disk_strerror(rv));
         return;
     }
+    if (n->real && !n->storage_failed) {
+        char msg[256] = "";
+        rv = dwal_write(&n->dw, u, msg, sizeof(msg));
+        if (rv != 0)
+            host_storage_failed(w, n, rv, msg);
+    }
     for (uint32_t i = 0; i < u->n_msgs_now && !w->failed; i++)
         host_send(w, n, &u->msgs_now[i], false);
     if (!w->failed && (disk_seq(d) > n->sync_seq || u->n_msgs_after_persist > 0))
@@ -291,6 +336,16 @@ static bool host_maybe_snapshot(struct world *w, struct world_node *n)
         return true;
     }
     world_vtrace(w, n->id, "snapshot at %" PRIu64 "/%" PRIu64, s->index, s->term);
+    if (n->real && !n->storage_failed) {
+        char msg[SNAP_MSG_BYTES] = "";
+        rv = dwal_snapshot_taken(&n->dw, s, msg, sizeof(msg));
+        if (rv == SNAP_ENOSPC) {
+            w->res->n_enospc++; /* node.c: not saved, not fatal; the WAL keeps the log */
+            world_trace(w, n->id, "snapshot at %" PRIu64 " not saved: ENOSPC", index);
+        } else if (rv != 0) {
+            host_storage_failed(w, n, rv, msg);
+        }
+    }
     host_queue_sync(w, n, NULL, 0, WRITE_PLAIN);
     return true;
 }
@@ -305,6 +360,18 @@ static void host_mirror_check(struct world *w, struct world_node *n)
                    "n%u stored log ends at %" PRIu64 "/%" PRIu64 ", the core's at %" PRIu64
                    "/%" PRIu64,
                    n->id, disk_image_last_index(img), disk_image_last_term(img),
+                   raft_last_index(n->raft), raft_last_term(n->raft));
+    /* The WAL may end below or across an installed snapshot whose marker a crash lost
+     * (the snapshot file is durable, the marker was not): compare once the core's log
+     * has entries past its snapshot, which the WAL must then hold exactly. */
+    else if (n->real && !n->storage_failed && n->dw.wal != NULL &&
+             raft_first_index(n->raft) <= raft_last_index(n->raft) &&
+             (wal_last_index(n->dw.wal) != raft_last_index(n->raft) ||
+              wal_last_term(n->dw.wal) != raft_last_term(n->raft)))
+        world_fail(w, "storage-mirror",
+                   "n%u WAL ends at %" PRIu64 "/%" PRIu64 ", the core's log at %" PRIu64
+                   "/%" PRIu64,
+                   n->id, wal_last_index(n->dw.wal), wal_last_term(n->dw.wal),
                    raft_last_index(n->raft), raft_last_term(n->raft));
 }
 
@@ -348,6 +415,21 @@ static void host_sync_done(struct world *w, struct world_node *n)
     struct world_job j = n->jobs[0];
     memmove(n->jobs, n->jobs + 1, (n->n_jobs - 1) * sizeof(*n->jobs));
     n->n_jobs--;
+    bool ok = !n->storage_failed;
+    if (n->real && ok) {
+        host_storage_faults(w, n);
+        int rv = dwal_sync(&n->dw);
+        if (rv != 0) {
+            host_storage_failed(w, n, rv, wal_strerror(rv));
+            ok = false;
+        }
+    }
+    if (!ok) { /* nothing is durable: no persisted(), no acknowledgements */
+        for (uint32_t i = 0; i < j.n_msgs; i++)
+            raft_msg_free_copy(&j.msgs[i]);
+        free(j.msgs);
+        return;
+    }
     disk_sync(&n->disk, j.upto_seq);
     raft_persisted(n->raft, j.last_index, j.last_term);
     host_drain(w, n);
@@ -441,10 +523,53 @@ void host_restart(struct world *w, struct world_node *n)
     o.check_quorum = true;
     o.snapshot_chunk_bytes = w->k.chunk_bytes;
     o.trailing_entries = HOST_TRAILING_ENTRIES;
+    struct dwal_recovered drec;
+    bool have_drec = false;
+    if (n->dead)
+        return;
+    if (n->real) {
+        char msg[SNAP_MSG_BYTES] = "";
+        dwal_limit_space(&n->dw, 0, true); /* the operator freed space before restarting */
+        int rv = dwal_recover(&n->dw, &drec, msg, sizeof(msg));
+        if (rv == WAL_ECORRUPT || rv == SNAP_ECORRUPT) {
+            /* Never start from a wrong log: the node stays down for good, like a
+             * machine waiting for a disk replacement. */
+            n->dead = true;
+            w->res->n_corrupt_refusals++;
+            world_trace(w, n->id, "recovery refused (%s), kept down: %s",
+                        rv == WAL_ECORRUPT ? "WAL_ECORRUPT" : "SNAP_ECORRUPT", msg);
+            return;
+        }
+        if (rv != 0) {
+            world_fail(w, "recovery", "n%u cannot recover its data directory: %s (%s)", n->id,
+                       rv <= -1300 ? snap_strerror(rv) : wal_strerror(rv), msg);
+            return;
+        }
+        have_drec = true;
+        if (n->epoch > 0) {
+            w->res->n_wal_recoveries++;
+            if (drec.wal.torn_bytes_dropped > 0)
+                w->res->n_torn_tails++;
+        }
+        world_trace(w, n->id,
+                    "wal_open: log %" PRIu64 "..%" PRIu64 ", %u segments, torn %" PRIu64
+                    " bytes%s, snapshot %" PRIu64 ", hard state %" PRIu64 "/%u/%" PRIu64
+                    " last term %" PRIu64,
+                    drec.wal.first_index, drec.wal.last_index, drec.wal.n_segments,
+                    drec.wal.torn_bytes_dropped, drec.wal.torn_segment_removed ? " (segment)" : "",
+                    drec.has_snap ? drec.snap.index : 0, drec.wal.hard_state.term,
+                    drec.wal.hard_state.vote, drec.wal.hard_state.commit, drec.wal.last_term);
+        disk_reset(&n->disk, &drec.raft);
+    }
+    n->storage_failed = false;
     disk_recovered(&n->disk, &rec);
+    if (have_drec)
+        rec = drec.raft; /* the core starts from what the real code recovered */
     int rv = raft_new(&o, &rec, &n->raft);
     if (rv != 0) {
         n->raft = NULL;
+        if (have_drec)
+            dwal_recovered_free(&drec);
         world_fail(w, "recovery", "n%u raft_new from its durable image failed: %s", n->id,
                    raft_strerror(rv));
         return;
@@ -456,10 +581,15 @@ void host_restart(struct world *w, struct world_node *n)
         if (rv != 0 || n->kv.applied_index != rec.snapshot->index) {
             world_fail(w, "recovery", "n%u durable snapshot %" PRIu64 " unusable: %s", n->id,
                        rec.snapshot->index, rv ? kvsm_strerror(rv) : "index mismatch");
+            if (have_drec)
+                dwal_recovered_free(&drec);
             return;
         }
         n->snap_index = rec.snapshot->index;
     }
+    struct raft_hard_state hs = rec.hard_state;
+    if (have_drec)
+        dwal_recovered_free(&drec);
     n->up = true;
     n->paused = false;
     n->sync_seq = disk_seq(&n->disk);
@@ -467,11 +597,11 @@ void host_restart(struct world *w, struct world_node *n)
     n->seen_role = 0;
     n->seen_term = 0;
     n->seen_commit = 0;
-    checks_node_restarted(&w->checks, n->id, &rec.hard_state);
+    checks_node_restarted(&w->checks, n->id, &hs);
     world_trace(w, n->id,
                 "start term=%" PRIu64 " vote=%u commit=%" PRIu64 " log=%" PRIu64 "..%" PRIu64
                 " snapshot=%" PRIu64,
-                rec.hard_state.term, rec.hard_state.vote, rec.hard_state.commit,
+                hs.term, hs.vote, hs.commit,
                 raft_first_index(n->raft), raft_last_index(n->raft), n->snap_index);
     host_schedule_tick(w, n, prng_below(&w->rng_fault, n->tick_us) + 1);
     host_drain(w, n);
@@ -497,9 +627,20 @@ void host_crash(struct world *w, struct world_node *n, const char *why)
     for (size_t i = 0; i < n->n_held; i++)
         host_drop_event(w, &n->held[i]);
     n->n_held = 0;
-    disk_crash(&n->disk, &w->rng_disk, &info);
     n->last_crash_us = w->now_us;
     checks_node_crashed(&w->checks, n->id);
+    if (n->real) {
+        /* simfs decides what survives; host_restart() rebuilds the shadow from it */
+        char what[128] = "";
+        dwal_crash(&n->dw);
+        bool flip = w->phase == WORLD_FAULTS && prng_chance(&w->rng_wal, w->k.flip_ppm) &&
+                    w->n_flipped == 0 && dwal_flip_old_bit(&n->dw, &w->rng_wal, what, sizeof(what));
+        w->n_flipped += flip;
+        world_trace(w, n->id, "crash (%s): power cut on the real WAL%s%s", why,
+                    flip ? ", bit flip at " : "", what);
+        return;
+    }
+    disk_crash(&n->disk, &w->rng_disk, &info);
     world_trace(w, n->id, "crash (%s): %" PRIu64 " of %" PRIu64 " unsynced writes survive%s", why,
                 info.n_kept, info.n_unsynced, info.torn ? ", last append torn" : "");
 }
@@ -576,4 +717,6 @@ void host_free(struct world_node *n)
     n->jobs = NULL;
     n->cap_jobs = 0;
     disk_free(&n->disk);
+    if (n->real)
+        dwal_free(&n->dw);
 }

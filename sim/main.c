@@ -3,6 +3,7 @@
  *   conclave-sim [--seed S | --seeds N [--seed-start S] | --soak-minutes M]
  *                [--jobs J] [--nodes N] [--ticks N] [--stop-on-fail]
  *                [--verbose] [--trace-hash] [--stats] [--no-direct-checks]
+ *                [--disk real|model|mixed]
  *
  * Each seed is one sim_run(). A failing seed prints exactly
  *   FAIL seed=<seed> check=<name> <detail>
@@ -52,13 +53,15 @@ struct main_opts {
     double soak_minutes;
     uint32_t jobs, nodes, ticks;
     bool stop_on_fail, verbose, trace_hash, stats, no_direct;
+    uint32_t disk; /* enum sim_disk */
 };
 
 static void main_usage(FILE *f)
 {
     fprintf(f, "usage: conclave-sim [--seed S | --seeds N [--seed-start S] | --soak-minutes M]\n"
                "                    [--jobs J] [--nodes N] [--ticks N] [--stop-on-fail]\n"
-               "                    [--verbose] [--trace-hash] [--stats] [--no-direct-checks]\n");
+               "                    [--verbose] [--trace-hash] [--stats] [--no-direct-checks]\n"
+               "                    [--disk real|model|mixed]\n");
 }
 
 static bool main_u64(const char *s, uint64_t *out)
@@ -81,6 +84,7 @@ static int main_parse(int argc, char **argv, struct main_opts *o)
     o->seed_start = 1;
     o->n_seeds = 1;
     o->jobs = 1;
+    o->disk = SIM_DISK_MIXED; /* 2 seeds in 3 recover through the real WAL code */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         uint64_t x = 0;
@@ -100,6 +104,11 @@ static int main_parse(int argc, char **argv, struct main_opts *o)
         } else if (strcmp(a, "--ticks") == 0 && main_u64(v, &x) && x >= 1 &&
                    x <= SIM_FAULT_TICKS_MAX) {
             o->ticks = (uint32_t)x;
+        } else if (strcmp(a, "--disk") == 0 && v != NULL &&
+                   (strcmp(v, "real") == 0 || strcmp(v, "model") == 0 || strcmp(v, "mixed") == 0)) {
+            o->disk = strcmp(v, "real") == 0    ? SIM_DISK_REAL
+                      : strcmp(v, "model") == 0 ? SIM_DISK_MODEL
+                                                : SIM_DISK_MIXED;
         } else if (strcmp(a, "--soak-minutes") == 0 && v != NULL && atof(v) > 0 &&
                    atof(v) <= MAIN_SOAK_MINUTES_MAX) {
             o->soak = true;
@@ -154,8 +163,11 @@ static int main_replay(const struct main_opts *o, uint64_t seed, char *buf, size
         snprintf(nodes, sizeof(nodes), " --nodes %u", o->nodes);
     if (o->ticks)
         snprintf(ticks, sizeof(ticks), " --ticks %u", o->ticks);
-    return snprintf(buf, cap, "replay: %s --seed %" PRIu64 " --verbose%s%s%s\n", o->argv0, seed,
-                    nodes, ticks, o->no_direct ? " --no-direct-checks" : "");
+    const char *disk = o->disk == SIM_DISK_REAL    ? " --disk real"
+                       : o->disk == SIM_DISK_MIXED ? " --disk mixed"
+                                                   : "";
+    return snprintf(buf, cap, "replay: %s --seed %" PRIu64 " --verbose%s%s%s%s\n", o->argv0,
+                    seed, nodes, ticks, o->no_direct ? " --no-direct-checks" : "", disk);
 }
 
 /* Pre-formatted for the crash paths, which may only write(2). */
@@ -198,6 +210,7 @@ struct main_record { /* worker -> parent, one per seed */
     uint64_t seed;
     uint64_t sim_ticks;
     uint32_t failed, lin_budget;
+    uint32_t disk_real, wal_recoveries, torn_tails, corrupt_refusals, fsync_fatal, enospc;
     uint32_t n_elections, ops_ok, ops_fail, ops_unknown;
     uint32_t n_failover;
     uint32_t failover_ticks[SIM_FAILOVER_MAX];
@@ -220,6 +233,7 @@ static void main_run_seed(const struct main_opts *o, uint64_t seed, struct main_
     cfg.fault_ticks = o->ticks;
     cfg.verbose = o->verbose;
     cfg.no_direct_checks = o->no_direct;
+    cfg.disk = o->disk;
     sim_run(&cfg, &res);
     main_crash_len = 0;
 
@@ -228,6 +242,12 @@ static void main_run_seed(const struct main_opts *o, uint64_t seed, struct main_
     rec->sim_ticks = res.sim_us / SIM_TICK_US;
     rec->failed = res.failed;
     rec->lin_budget = res.lin_budget;
+    rec->disk_real = res.disk_real;
+    rec->wal_recoveries = res.n_wal_recoveries;
+    rec->torn_tails = res.n_torn_tails;
+    rec->corrupt_refusals = res.n_corrupt_refusals;
+    rec->fsync_fatal = res.n_fsync_fatal;
+    rec->enospc = res.n_enospc;
     rec->n_elections = res.n_elections;
     rec->ops_ok = res.ops_ok;
     rec->ops_fail = res.ops_fail;
@@ -318,6 +338,7 @@ static _Noreturn void main_worker(const struct main_plan *p, uint64_t k, uint64_
 
 struct main_totals {
     uint64_t seeds, failed, sim_ticks, elections, ok, fail, unknown, lin_budget;
+    uint64_t disk_real, wal_recoveries, torn_tails, corrupt_refusals, fsync_fatal, enospc;
     uint32_t *failover;
     size_t n_failover, cap_failover;
 };
@@ -332,6 +353,12 @@ static void main_add(struct main_totals *t, const struct main_record *r)
     t->fail += r->ops_fail;
     t->unknown += r->ops_unknown;
     t->lin_budget += r->lin_budget;
+    t->disk_real += r->disk_real;
+    t->wal_recoveries += r->wal_recoveries;
+    t->torn_tails += r->torn_tails;
+    t->corrupt_refusals += r->corrupt_refusals;
+    t->fsync_fatal += r->fsync_fatal;
+    t->enospc += r->enospc;
     for (uint32_t i = 0; i < r->n_failover && i < SIM_FAILOVER_MAX; i++) {
         mem_grow((void **)&t->failover, &t->cap_failover, t->n_failover + 1, sizeof(*t->failover));
         t->failover[t->n_failover++] = r->failover_ticks[i];
@@ -496,6 +523,11 @@ static void main_print_stats(struct main_totals *t, double wall_s)
     printf("stats: client_ops ok=%" PRIu64 " fail=%" PRIu64 " unknown=%" PRIu64
            " lin_budget=%" PRIu64 "\n",
            t->ok, t->fail, t->unknown, t->lin_budget);
+    printf("stats: disk real_wal_seeds=%" PRIu64 " model_seeds=%" PRIu64
+           " wal_recoveries=%" PRIu64 " torn_tails=%" PRIu64 " corrupt_refusals=%" PRIu64
+           " fsync_fatal=%" PRIu64 " enospc=%" PRIu64 "\n",
+           t->disk_real, t->seeds - t->disk_real, t->wal_recoveries, t->torn_tails,
+           t->corrupt_refusals, t->fsync_fatal, t->enospc);
 }
 
 /* ---- main ------------------------------------------------------------------------------ */

@@ -152,6 +152,14 @@ uint32_t world_n_unavailable(const struct world *w)
     return k;
 }
 
+uint32_t world_n_dead(const struct world *w)
+{
+    uint32_t k = 0;
+    for (uint32_t id = 1; id <= w->n_nodes; id++)
+        k += w->nodes[id].dead;
+    return k;
+}
+
 /* ---- heal phase ------------------------------------------------------------------ */
 
 static bool world_converged(struct world *w)
@@ -165,6 +173,8 @@ static bool world_converged(struct world *w)
         return false;
     for (uint32_t id = 1; id <= w->n_nodes; id++) {
         const struct world_node *n = &w->nodes[id];
+        if (n->dead)
+            continue; /* its disk was refused as corrupt (host_restart) */
         if (raft_config_role(c, id) != RAFT_VOTER || !n->up || n->paused)
             return false;
         if (raft_applied(n->raft) != commit || n->kv.applied_index != commit)
@@ -176,13 +186,17 @@ static bool world_converged(struct world *w)
 static void world_final_checks(struct world *w)
 {
     const struct world_node *first = &w->nodes[1];
+    for (uint32_t id = 1; id <= w->n_nodes && first->dead; id++)
+        first = &w->nodes[id];
     uint64_t digest = 0;
-    for (uint32_t id = 2; id <= w->n_nodes; id++) {
+    for (uint32_t id = 1; id <= w->n_nodes; id++) {
         const struct world_node *n = &w->nodes[id];
+        if (n->dead || n == first)
+            continue;
         if (n->kv.digest != first->kv.digest) {
             world_fail(w, "convergence",
-                       "n%u and n1 applied up to %" PRIu64 " but their KV digests differ", id,
-                       n->kv.applied_index);
+                       "n%u and n%u applied up to %" PRIu64 " but their KV digests differ", id,
+                       first->id, n->kv.applied_index);
             return;
         }
     }
@@ -246,6 +260,23 @@ void world_push(struct world *w, uint64_t at_us, uint32_t kind, uint32_t node, u
     evq_push(&w->q, &ev);
 }
 
+/* The storage backend and its fault rates. A stream of its own, so that model seeds
+ * run exactly as they did before the real backend existed. Two real seeds in three
+ * under --disk mixed; a quarter of the real seeds are calm (no storage faults). */
+static void world_disk_knobs(struct world *w)
+{
+    struct world_knobs *k = &w->k;
+    prng_seed(&w->rng_wal, world_mix(w->cfg->seed ^ UINT64_C(0x77616c)));
+    bool real = w->cfg->disk == SIM_DISK_REAL ||
+                (w->cfg->disk == SIM_DISK_MIXED && prng_below(&w->rng_wal, 3) != 0);
+    w->res->disk_real = real;
+    if (!real || prng_chance(&w->rng_wal, 250000))
+        return;
+    k->fsync_fail_ppm = prng_chance(&w->rng_wal, 500000) ? 0 : 200 + (uint32_t)prng_below(&w->rng_wal, 2001);
+    k->enospc_ppm = prng_chance(&w->rng_wal, 500000) ? 0 : 200 + (uint32_t)prng_below(&w->rng_wal, 2001);
+    k->flip_ppm = prng_chance(&w->rng_wal, 700000) ? 0 : 20000 + (uint32_t)prng_below(&w->rng_wal, 30001);
+}
+
 /* Per-seed knobs: 20% of seeds are calm, 30% moderate, 50% brutal. The
  * tables below are indexed by intensity (calm, moderate, brutal); rates are
  * parts per million per opportunity (see struct world_knobs). */
@@ -301,12 +332,16 @@ static int world_setup(struct world *w, const struct sim_config *cfg, struct sim
     w->n_nodes = n_nodes;
     res->n_nodes = n_nodes;
     world_knobs(w, &setup);
+    world_disk_knobs(w);
     checks_init(&w->checks, w->n_nodes, !cfg->no_direct_checks);
     world_trace(w, 0,
                 "seed %" PRIu64 ": %u nodes, %u clients, intensity %u, loss %u ppm, "
                 "dup %u ppm, snapshot every %" PRIu64 ", chunk %u bytes",
                 cfg->seed, w->n_nodes, w->k.n_clients, w->k.intensity, w->k.loss_ppm, w->k.dup_ppm,
                 w->k.snap_threshold, w->k.chunk_bytes);
+    if (res->disk_real)
+        world_trace(w, 0, "disk: real WAL, fsync errors %u ppm, ENOSPC %u ppm, bit flips %u ppm",
+                    w->k.fsync_fail_ppm, w->k.enospc_ppm, w->k.flip_ppm);
 
     struct raft_config conf = {.n_servers = w->n_nodes};
     for (uint32_t i = 0; i < w->n_nodes; i++)
@@ -323,6 +358,17 @@ static int world_setup(struct world *w, const struct sim_config *cfg, struct sim
         n->tick_us = SIM_TICK_US - 200 + prng_below(&setup, 401);
         n->disk_sluggish = prng_chance(&setup, 100000); /* old hardware */
         disk_init(&n->disk, &hs, &boot);
+        if (res->disk_real) {
+            char msg[256] = "";
+            n->real = true;
+            int rv = dwal_init(&n->dw, id, world_mix(cfg->seed ^ UINT64_C(0x73696d6673) ^ id), &hs,
+                               &boot, msg, sizeof(msg));
+            if (rv != 0) {
+                world_fail(w, "recovery", "n%u cannot bootstrap its WAL: %s %s", id,
+                           wal_strerror(rv), msg);
+                return -1;
+            }
+        }
     }
     for (uint32_t id = 1; id <= w->n_nodes && !w->failed; id++)
         host_restart(w, &w->nodes[id]);
@@ -366,6 +412,12 @@ static void world_dispatch(struct world *w, const struct evq_event *ev)
     case WEV_HEAL_STEP:
         world_heal_step(w);
         break;
+    case WEV_STORAGE_FATAL: {
+        struct world_node *n = &w->nodes[ev->node];
+        if (n->up && n->epoch == ev->a)
+            host_storage_fatal(w, n);
+        break;
+    }
     default:
         fault_event(w, ev);
         break;
@@ -386,6 +438,7 @@ void sim_config_default(struct sim_config *cfg, uint64_t seed)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->seed = seed;
+    cfg->disk = SIM_DISK_MIXED;
 }
 
 int sim_run(const struct sim_config *cfg, struct sim_result *out)

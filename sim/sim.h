@@ -27,8 +27,15 @@
 #define SIM_CHECK_MAX           32
 #define SIM_DETAIL_MAX          512
 
+enum sim_disk {
+    SIM_DISK_MIXED = 0, /* the seed picks: two seeds in three use the real WAL */
+    SIM_DISK_REAL,      /* storage/wal.c + snap.c over simfs (sim/disk_wal.h) */
+    SIM_DISK_MODEL      /* the logical disk model (sim/disk.h) */
+};
+
 struct sim_config {
     uint64_t seed;
+    uint32_t disk;         /* enum sim_disk */
     uint32_t n_nodes;      /* 0: the seed picks 3 or 5; else SIM_NODES_MIN..MAX */
     uint32_t fault_ticks;  /* 0: SIM_FAULT_TICKS_DEFAULT */
     bool verbose;          /* print one trace line per event to trace_out */
@@ -50,6 +57,13 @@ struct sim_result {
     uint32_t failover_ticks[SIM_FAILOVER_MAX]; /* leader crash -> any higher-term leader */
     uint32_t ops_ok, ops_fail, ops_unknown;
     bool lin_budget; /* the linearizability checker ran out of budget (not a failure) */
+    /* storage backend (real WAL seeds only for the counters) */
+    bool disk_real;
+    uint32_t n_wal_recoveries;   /* restarts after a crash recovered through wal_open */
+    uint32_t n_torn_tails;       /* of those, with wal_recovered.torn_bytes_dropped > 0 */
+    uint32_t n_corrupt_refusals; /* recovery refused (WAL_ECORRUPT...): node kept down */
+    uint32_t n_fsync_fatal;      /* crashes after a failed fsync (WAL_ESYNC / SNAP_ESYNC) */
+    uint32_t n_enospc;           /* writes that ran out of space */
 };
 
 void sim_config_default(struct sim_config *cfg, uint64_t seed);

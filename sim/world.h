@@ -16,6 +16,7 @@
 #include "base/prng.h"
 #include "checks.h"
 #include "disk.h"
+#include "disk_wal.h"
 #include "evq.h"
 #include "kvsm.h"
 #include "lincheck.h"
@@ -62,6 +63,7 @@ enum world_ev {
     WEV_OPERATOR,    /* membership change / leader transfer */
     WEV_HEAL,        /* end of the fault phase */
     WEV_HEAL_STEP,   /* liveness and convergence polling */
+    WEV_STORAGE_FATAL, /* node, a = epoch: real storage failed, the process exits */
 };
 
 enum world_phase { WORLD_FAULTS, WORLD_LIVENESS, WORLD_CONVERGE, WORLD_DONE };
@@ -84,7 +86,11 @@ struct world_job {                  /* one queued disk sync: raft.h host contrac
 struct world_node {
     uint32_t id;
     struct raft *raft; /* NULL while crashed */
-    struct disk disk;
+    struct disk disk; /* the model; with the real WAL, a shadow the checks read */
+    bool real;        /* storage goes through dw (disk_wal.h) as well */
+    struct dwal dw;
+    bool storage_failed; /* a fatal storage error: no more writes until the crash */
+    bool dead;           /* recovery refused a corrupt disk: kept down for good */
     struct kvsm kv;
     bool up, paused;
     uint32_t epoch;         /* bumps on crash: stale syncs, crashes, restarts are ignored */
@@ -122,6 +128,10 @@ struct world_knobs {
     uint32_t chunk_bytes;
     uint64_t think_max_us; /* client pause between ops */
     uint32_t n_clients;
+    /* real WAL seeds only */
+    uint32_t fsync_fail_ppm; /* per sync */
+    uint32_t enospc_ppm;     /* per sync: the disk fills up soon after */
+    uint32_t flip_ppm;       /* per crash: a bit flips in an old, synced segment */
 };
 
 /* ---- clients ------------------------------------------------------------------- */
@@ -162,7 +172,7 @@ struct world_fault { /* a set of cut links that heals later */
 struct world {
     const struct sim_config *cfg;
     struct sim_result *res;
-    struct prng rng_net, rng_fault, rng_client, rng_disk;
+    struct prng rng_net, rng_fault, rng_client, rng_disk, rng_wal;
     uint64_t now_us;
     struct evq q;
     uint64_t n_events;
@@ -188,6 +198,8 @@ struct world {
     /* faults (fault.c) */
     struct world_fault *faults;
     size_t n_faults, cap_faults;
+
+    uint32_t n_flipped; /* nodes given a bit flip (at most one per run: see host_crash) */
 
     /* heal phase and stats */
     uint64_t heal_us, converge_us;
@@ -223,6 +235,7 @@ struct world_node *world_leader(struct world *w);
 bool world_link_up(const struct world *w, uint32_t from, uint32_t to);
 uint64_t world_net_delay_us(struct world *w);
 uint32_t world_n_unavailable(const struct world *w); /* crashed or paused */
+uint32_t world_n_dead(const struct world *w);        /* refused a corrupt disk */
 
 /* ---- host.c --------------------------------------------------------------------- */
 
@@ -240,6 +253,8 @@ void host_resume(struct world *w, struct world_node *n);
 void host_free_event(struct evq_event *ev, void *arg);
 /* Releases everything n owns (end of run). */
 void host_free(struct world_node *n);
+/* WEV_STORAGE_FATAL: the node's process exits after a storage error; it restarts later. */
+void host_storage_fatal(struct world *w, struct world_node *n);
 
 /* ---- fault.c -------------------------------------------------------------------- */
 

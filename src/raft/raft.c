@@ -1375,6 +1375,28 @@ void raft_options_default(struct raft_options *o, uint32_t id, uint64_t random_s
     o->random_seed = random_seed;
 }
 
+/* Do the recovered entries after the snapshot continue it? Yes when the entry at the
+ * snapshot's index has its term, or when the entries start right after it with terms
+ * no older than it (the WAL dropped the covered prefix); trivially when none follow. */
+static bool recovered_log_continues(const struct raft_recovered *rec,
+                                    const struct raft_snapshot *snap)
+{
+    const struct raft_entry *after = NULL;
+    for (uint64_t i = 0; i < rec->n_entries; i++) {
+        const struct raft_entry *e = &rec->entries[i];
+        if (e->index == snap->index)
+            return e->term == snap->term;
+        if (e->index > snap->index && !after)
+            after = e;
+    }
+    return !after || (after->index == snap->index + 1 && after->term >= snap->term);
+}
+
+static bool recovered_log_reaches(const struct raft_recovered *rec, uint64_t index)
+{
+    return rec->n_entries > 0 && rec->entries[rec->n_entries - 1].index >= index;
+}
+
 int raft_new(const struct raft_options *o, const struct raft_recovered *rec, struct raft **out)
 {
     if (o->id == 0 || o->election_ticks < 2 || o->heartbeat_ticks == 0 ||
@@ -1390,7 +1412,7 @@ int raft_new(const struct raft_options *o, const struct raft_recovered *rec, str
                 (e->n_bytes > 0 && !e->bytes))
                 return RAFT_EINVAL;
         }
-        if (rec->n_entries > 0 && rec->entries[0].index > base + 1)
+        if (!snap && rec->n_entries > 0 && rec->entries[0].index != 1)
             return RAFT_EINVAL;
         if (snap && !config_valid(&snap->config))
             return RAFT_EINVAL;
@@ -1413,14 +1435,22 @@ int raft_new(const struct raft_options *o, const struct raft_recovered *rec, str
         r->config_index = snap->index;
     }
     r->role = RAFT_FOLLOWER; /* log_append consults it */
-    for (uint64_t i = 0; rec && i < rec->n_entries; i++) {
+    bool keep_log = !snap || recovered_log_continues(rec, snap);
+    for (uint64_t i = 0; keep_log && rec && i < rec->n_entries; i++) {
         const struct raft_entry *e = &rec->entries[i];
         if (e->index <= base)
             continue;
-        if (snap && e->index == base + 1 && e->term < snap->term)
-            goto err_after_log;
         if (log_append(r, e) != 0)
             goto err_after_log;
+    }
+    if (snap && (!keep_log || !recovered_log_reaches(rec, base))) {
+        /* The snapshot file is durable but the WAL's record of it (marker, truncation)
+         * was lost in a crash: the log either stops short of the snapshot or carries
+         * entries of another branch after it. Those entries cannot be committed (the
+         * snapshot's leader had a different term there, §5.4), so drop them and have
+         * the host persist the snapshot marker and the truncation again. */
+        r->snap_install_pending = true;
+        r->pending_truncate = base + 1;
     }
     r->term = rec ? rec->hard_state.term : 0;
     r->vote = rec ? rec->hard_state.vote : 0;

@@ -73,6 +73,25 @@ static void test_forced_sizes_replay(void **state)
     }
 }
 
+/* The real storage backend (storage/wal.c over simfs) replays exactly too. */
+static void test_real_disk_replays(void **state)
+{
+    static const uint64_t seeds[] = {1, 2, 3, 4};
+    for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++) {
+        struct sim_config cfg;
+        struct sim_result a, b;
+        sim_config_default(&cfg, seeds[i]);
+        cfg.fault_ticks = TEST_SHORT_TICKS;
+        cfg.disk = SIM_DISK_REAL;
+        assert_int_equal(sim_run(&cfg, &a), 0);
+        assert_int_equal(sim_run(&cfg, &b), 0);
+        assert_true(a.disk_real);
+        assert_same(&a, &b);
+        assert_int_equal(a.n_wal_recoveries, b.n_wal_recoveries);
+        assert_int_equal(a.n_torn_tails, b.n_torn_tails);
+    }
+}
+
 static void test_different_seeds_differ(void **state)
 {
     struct sim_result a, b, c;
@@ -101,6 +120,7 @@ int main(void)
         cmocka_unit_test(test_same_seed_same_trace),
         cmocka_unit_test(test_same_seed_default_length),
         cmocka_unit_test(test_forced_sizes_replay),
+        cmocka_unit_test(test_real_disk_replays),
         cmocka_unit_test(test_different_seeds_differ),
         cmocka_unit_test(test_bad_config_fails_cleanly),
     };
