@@ -4,7 +4,7 @@
 #                     conclave-sim, tests/test_*
 #   make run          install deps, build, run `build/conclave serve`
 #   make test         install deps, build build/asan/ (ASan+UBSan), run scripts/run-tests.sh
-#   make bench        time the simulator (scripts/bench.sh)
+#   make bench        time the simulator, then Conclave vs etcd (scripts/bench.sh)
 #   make soak         MINUTES=N of simulator seeds on the release build
 #   make sim-mutants  build each RAFT_MUTANT_* and check the simulator catches it
 #   make fuzz         build tests/fuzz/fuzz_*.c with libFuzzer, run each FUZZ_SECONDS
@@ -158,8 +158,14 @@ test:
 	$(MAKE) B=build/asan SAN=asan all
 	@scripts/run-tests.sh build/asan
 
-bench: all
+bench: all $(B)/bench/physlimits
+	@scripts/deps.sh
 	@scripts/bench.sh $(B)
+
+# bench/physlimits.c: fdatasync and loopback round-trip floors for bench/kv_bench.py.
+$(B)/bench/physlimits: bench/physlimits.c $(B)/.flags
+	@mkdir -p $(@D)
+	$(call say,CC,$<)$(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
 
 need_sim = @test -x $(B)/conclave-sim || { echo "$@: $(B)/conclave-sim is not built (no sim/main.c yet)" >&2; exit 1; }
 

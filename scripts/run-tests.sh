@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# run-tests.sh -- run every unit-test binary and the bounded simulator in one build dir.
+# run-tests.sh -- run every unit-test binary, the integration suite and the bounded
+# simulator in one build dir.
 #
 # Usage: scripts/run-tests.sh BUILD_DIR            (make test uses build/asan)
 # Env:   SIM_SEEDS (1000)  SIM_JOBS (2)  UNIT_TIMEOUT (300 s each)  SIM_TIMEOUT (3600 s)
@@ -7,7 +8,8 @@
 #
 # Prints one line per suite (PASS/FAIL, name, count, seconds) and ends with the plain
 # line "N passed, M failed"; exits 1 if anything failed or nothing ran. A suite is one
-# BUILD_DIR/tests/test_* binary, one simulator run, or one fuzz target's smoke run.
+# BUILD_DIR/tests/test_* binary, the integration suite, one simulator run, or one fuzz
+# target's smoke run.
 # For cmocka binaries the counts are the individual tests from "[  PASSED  ] N test(s)."
 # / "[  FAILED  ] N test(s)"; a suite whose output has no such line (the simulator, a
 # fuzz run, a crash) counts as one test.
@@ -17,6 +19,13 @@
 # FUZZ_SMOKE_SECONDS on its corpus (tests/fuzz/corpus/<target> seeds, findings kept in
 # build/fuzz/corpus/<target>); crash inputs land in BUILD_DIR/test-logs/. A failed build
 # is one failed suite. Without clang or libFuzzer the smoke is skipped with a SKIP line.
+# Integration: tests/integration runs under Debian's /usr/bin/python3 -m pytest (not
+# whatever python3 is first on PATH) against CONCLAVE_BIN=BUILD_DIR/conclave, after the
+# unit tests; pytest's own passed/failed(+errors)/skipped counts join the totals. Each
+# test's cluster dirs and member logs stay in BUILD_DIR/test-logs/integration/. Without
+# pytest or requests for that python (scripts/deps.sh installs python3-pytest and
+# python3-requests), or without BUILD_DIR/conclave, it is skipped with a SKIP line.
+# Env: INTEGRATION_TIMEOUT (600 s).
 # Each suite's full output is kept in BUILD_DIR/test-logs/<suite>.log, and the tail of
 # a failing one is echoed below its line.
 set -uo pipefail
@@ -68,6 +77,57 @@ for t in "$dir"/tests/test_*; do
     [ -x "$t" ] || continue
     run_suite "$(basename "$t")" "${UNIT_TIMEOUT:-300}" "$t"
 done
+
+# integration: the pytest suite in tests/integration against real server processes.
+integration() {
+    local root py=/usr/bin/python3 log=$logs/integration.log t0 t1 rc line p f e s note
+    root=$(cd "$(dirname "$0")/.." && pwd)
+    [ -d "$root/tests/integration" ] || return 0
+    if [ ! -x "$dir/conclave" ]; then
+        echo "SKIP  integration                  (no $dir/conclave)"
+        return 0
+    fi
+    if ! "$py" -c 'import pytest, requests' >/dev/null 2>&1; then
+        echo "SKIP  integration                  ($py lacks pytest or requests: scripts/deps.sh)"
+        return 0
+    fi
+    t0=$(now_ms)
+    CONCLAVE_BIN="$(cd "$dir" && pwd)/conclave" PYTHONDONTWRITEBYTECODE=1 \
+        timeout --kill-after=10 "${INTEGRATION_TIMEOUT:-600}" \
+        "$py" -m pytest -v -p no:cacheprovider -o faulthandler_timeout=120 \
+        --basetemp="$logs/integration" \
+        "$root/tests/integration" >"$log" 2>&1
+    rc=$?
+    t1=$(now_ms)
+    # pytest's closing line, e.g. "2 failed, 25 passed, 1 error in 31.02s"
+    line=$(grep -E '[0-9]+ (passed|failed|errors?|skipped)' "$log" | grep -E ' in [0-9.]+s' |
+        tail -n 1)
+    count() { echo "$line" | grep -oE "[0-9]+ $1" | awk '{n += $1} END {print n + 0}'; }
+    if [ -n "$line" ]; then
+        p=$(count passed) f=$(count failed) e=$(count 'errors?') s=$(count skipped)
+    else # killed before its summary (timeout): count the verbose per-test lines
+        p=$(grep -cE '::.* PASSED' "$log") f=$(grep -cE '::.* FAILED' "$log")
+        e=$(grep -cE '::.* ERROR' "$log") s=$(grep -cE '::.* SKIPPED' "$log")
+    fi
+    f=$((f + e))
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    note="$((p + f + s)) tests"
+    [ "$rc" -eq 124 ] && note="$note (timed out after ${INTEGRATION_TIMEOUT:-600}s)"
+    [ "$rc" -eq 5 ] && note="no tests collected"
+    passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+    suites=$((suites + 1))
+    local verdict=PASS
+    [ "$rc" -eq 0 ] || verdict=FAIL
+    printf '%s  %-28s %-32s %6d.%02ds\n' "$verdict" integration "$note" \
+        $(((t1 - t0) / 1000)) $((((t1 - t0) % 1000) / 10))
+    if [ "$verdict" = FAIL ]; then
+        echo "      exit $rc; failing tests and last lines of $log:"
+        grep -E '^(FAILED|ERROR) ' "$log" | head -n 20 | sed 's/^/      ! /'
+        tail -n 25 "$log" | awk '{print "      | " $0}'
+    fi
+}
+
+integration
 
 if [ -x "$dir/conclave-sim" ]; then
     run_suite conclave-sim "${SIM_TIMEOUT:-3600}" \

@@ -210,17 +210,21 @@ static void release_held(struct node *n)
 }
 
 /* Completes every proposal at or below index: applied when (index, term) match, else
- * lost -- or, for snapshot installs (term 0 and res NULL with unknown set), unknown. */
+ * lost -- or, for snapshot installs (unknown), outcome unknown. Each one is removed
+ * before its callback runs, because callbacks may call node_cancel() and so change the
+ * array; the scan restarts after every callback. */
 static void finish_props(struct node *n, uint64_t index, uint64_t term,
                          const struct kv_result *res, bool unknown)
 {
-    uint32_t keep = 0;
-    for (uint32_t i = 0; i < n->n_props; i++) {
+    for (;;) {
+        uint32_t i = 0;
+        while (i < n->n_props && n->props[i].index > index)
+            i++;
+        if (i == n->n_props)
+            return;
         struct pending_prop p = n->props[i];
-        if (p.index > index) {
-            n->props[keep++] = p;
-            continue;
-        }
+        memmove(&n->props[i], &n->props[i + 1], (n->n_props - i - 1) * sizeof(*n->props));
+        n->n_props--;
         if (unknown)
             p.cb(p.arg, NODE_EUNKNOWN, NULL);
         else if (p.index == index && p.term == term)
@@ -228,21 +232,23 @@ static void finish_props(struct node *n, uint64_t index, uint64_t term,
         else
             p.cb(p.arg, NODE_ELOST, NULL);
     }
-    n->n_props = keep;
 }
 
+/* Answers reads whose index is applied; same removal rule as finish_props. */
 static void finish_reads_applied(struct node *n)
 {
     uint64_t applied = raft_applied(n->raft);
-    uint32_t keep = 0;
-    for (uint32_t i = 0; i < n->n_reads; i++) {
+    for (;;) {
+        uint32_t i = 0;
+        while (i < n->n_reads && !(n->reads[i].read_id == 0 && n->reads[i].index <= applied))
+            i++;
+        if (i == n->n_reads)
+            return;
         struct pending_read r = n->reads[i];
-        if (r.read_id == 0 && r.index <= applied)
-            r.cb(r.arg, 0);
-        else
-            n->reads[keep++] = r;
+        memmove(&n->reads[i], &n->reads[i + 1], (n->n_reads - i - 1) * sizeof(*n->reads));
+        n->n_reads--;
+        r.cb(r.arg, 0);
     }
-    n->n_reads = keep;
 }
 
 static void apply_entry(struct node *n, const struct raft_entry *e)
@@ -730,12 +736,15 @@ void node_stop(struct node *n)
     if (n->stopping)
         return;
     n->stopping = true;
-    for (uint32_t i = 0; i < n->n_props; i++)
-        n->props[i].cb(n->props[i].arg, NODE_ESTOPPED, NULL);
-    n->n_props = 0;
-    for (uint32_t i = 0; i < n->n_reads; i++)
-        n->reads[i].cb(n->reads[i].arg, NODE_ESTOPPED);
-    n->n_reads = 0;
+    /* Pop before calling: callbacks may node_cancel() and change the arrays. */
+    while (n->n_props > 0) {
+        struct pending_prop p = n->props[--n->n_props];
+        p.cb(p.arg, NODE_ESTOPPED, NULL);
+    }
+    while (n->n_reads > 0) {
+        struct pending_read r = n->reads[--n->n_reads];
+        r.cb(r.arg, NODE_ESTOPPED);
+    }
     uv_close((uv_handle_t *)&n->tick, on_handle_closed);
     uv_close((uv_handle_t *)&n->flush_idle, on_handle_closed);
     uv_close((uv_handle_t *)&n->storage_wake, on_handle_closed);
