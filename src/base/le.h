@@ -6,6 +6,8 @@
 #ifndef CC_BASE_LE_H
 #define CC_BASE_LE_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 static inline void le_put_u32(uint8_t *p, uint32_t v)
@@ -30,6 +32,27 @@ static inline uint32_t le_get_u32(const uint8_t *p)
 static inline uint64_t le_get_u64(const uint8_t *p)
 {
     return (uint64_t)le_get_u32(p) | (uint64_t)le_get_u32(p + 4) << 32;
+}
+
+/* A bounds-checked little-endian cursor over a decoded buffer (snapshots, commands). */
+struct le_reader {
+    const uint8_t *p;
+    size_t n;
+    size_t off;
+};
+
+/* Reads an n_bytes (1..8) little-endian integer; false, and nothing consumed, when
+ * fewer than n_bytes remain. */
+static inline bool le_read(struct le_reader *r, unsigned n_bytes, uint64_t *v)
+{
+    if (r->n - r->off < n_bytes)
+        return false;
+    uint64_t x = 0;
+    for (unsigned i = 0; i < n_bytes; i++)
+        x |= (uint64_t)r->p[r->off + i] << (8 * i);
+    r->off += n_bytes;
+    *v = x;
+    return true;
 }
 
 #endif /* CC_BASE_LE_H */

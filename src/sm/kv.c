@@ -43,6 +43,7 @@
 #include "base/assert.h"
 #include "base/crc32c.h"
 #include "base/hash.h"
+#include "base/le.h"
 #include "sm/kv_avl.h"
 #include "sm/kvcmd.h"
 
@@ -1216,41 +1217,20 @@ int kv_snapshot_encode(const struct kv *kv, uint8_t **buf, size_t *n)
     return 0;
 }
 
-/* Bounds-checked little-endian reader over a snapshot image. */
-struct snap_rd {
-    const uint8_t *p;
-    size_t n;
-    size_t off;
-};
-
-static bool snap_le(struct snap_rd *r, unsigned n_bytes, uint64_t *v)
-{
-    if (r->n - r->off < n_bytes) {
-        return false;
-    }
-    uint64_t x = 0;
-    for (unsigned i = 0; i < n_bytes; i++) {
-        x |= (uint64_t)r->p[r->off + i] << (8 * i);
-    }
-    r->off += n_bytes;
-    *v = x;
-    return true;
-}
-
-static bool snap_i64(struct snap_rd *r, int64_t *v)
+static bool snap_i64(struct le_reader *r, int64_t *v)
 {
     uint64_t x;
-    if (!snap_le(r, 8, &x)) {
+    if (!le_read(r, 8, &x)) {
         return false;
     }
     *v = (int64_t)x;
     return true;
 }
 
-static bool snap_u32(struct snap_rd *r, uint32_t *v)
+static bool snap_u32(struct le_reader *r, uint32_t *v)
 {
     uint64_t x;
-    if (!snap_le(r, 4, &x)) {
+    if (!le_read(r, 4, &x)) {
         return false;
     }
     *v = (uint32_t)x;
@@ -1289,7 +1269,7 @@ static bool snap_version_ok(const struct kv *kv, const struct kv_version *prev,
 }
 
 /* Reads one key and its versions; links it after the current last key. */
-static int snap_read_key(struct kv *kv, struct snap_rd *r, uint32_t key_len)
+static int snap_read_key(struct kv *kv, struct le_reader *r, uint32_t key_len)
 {
     uint32_t n_versions;
     if (key_len > KV_KEY_BYTES_MAX || r->n - r->off < key_len) {
@@ -1419,7 +1399,7 @@ int kv_snapshot_decode(const uint8_t *buf, size_t n, struct kv **out)
     if (crc32c(0, buf, n - 4) != stored || memcmp(buf, SNAP_MAGIC, 4) != 0) {
         return KV_ECORRUPT;
     }
-    struct snap_rd r = {buf, n - 4, 4};
+    struct le_reader r = {buf, n - 4, 4};
     uint32_t format;
     struct kv *kv;
     int64_t revision, compacted;
@@ -1455,7 +1435,7 @@ int kv_snapshot_decode(const uint8_t *buf, size_t n, struct kv **out)
         }
         n_keys++;
     }
-    if (!snap_le(&r, 8, &n_keys_stored) || n_keys_stored != n_keys || r.off != r.n) {
+    if (!le_read(&r, 8, &n_keys_stored) || n_keys_stored != n_keys || r.off != r.n) {
         rv = KV_ECORRUPT;
         goto err_after_kv;
     }
