@@ -523,7 +523,7 @@ void host_restart(struct world *w, struct world_node *n)
     o.check_quorum = true;
     o.snapshot_chunk_bytes = w->k.chunk_bytes;
     o.trailing_entries = HOST_TRAILING_ENTRIES;
-    struct dwal_recovered drec;
+    struct dwal_recovered drec = {0};
     bool have_drec = false;
     if (n->dead)
         return;

@@ -57,7 +57,7 @@ static bool parse_member(const char *spec, struct node_member *m)
     char buf[4 * NODE_ADDR_BYTES];
     if (strlen(spec) >= sizeof(buf))
         return false;
-    strcpy(buf, spec);
+    memcpy(buf, spec, strlen(spec) + 1); /* length checked above */
     char *fields[4];
     char *save = NULL;
     int k = 0;

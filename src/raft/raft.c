@@ -225,8 +225,8 @@ int raft_config_encode(const struct raft_config *c, uint8_t *buf, size_t cap, si
         return RAFT_EINVAL;
     le_put_u32(buf, c->n_servers);
     for (uint32_t i = 0; i < c->n_servers; i++) {
-        le_put_u32(buf + 4 + i * 5, c->servers[i].id);
-        buf[4 + i * 5 + 4] = c->servers[i].role;
+        le_put_u32(buf + 4 + (size_t)i * 5, c->servers[i].id);
+        buf[4 + (size_t)i * 5 + 4] = c->servers[i].role;
     }
     *n_out = n;
     return 0;
@@ -241,8 +241,8 @@ int raft_config_decode(struct raft_config *c, const uint8_t *buf, size_t n)
         return RAFT_EINVAL;
     c->n_servers = k;
     for (uint32_t i = 0; i < k; i++) {
-        c->servers[i].id = le_get_u32(buf + 4 + i * 5);
-        c->servers[i].role = buf[4 + i * 5 + 4];
+        c->servers[i].id = le_get_u32(buf + 4 + (size_t)i * 5);
+        c->servers[i].role = buf[4 + (size_t)i * 5 + 4];
     }
     return config_valid(c) ? 0 : RAFT_EINVAL;
 }
@@ -1071,7 +1071,7 @@ static void handle_heartbeat_resp(struct raft *r, const struct raft_msg *m)
     if (m->heartbeat.round > p->round_acked && m->heartbeat.round <= r->round)
         p->round_acked = m->heartbeat.round;
     if (p->state == RAFT_SNAPSHOTTING) {
-        if (r->now - p->snap_sent_tick >= 2 * r->o.heartbeat_ticks)
+        if (r->now - p->snap_sent_tick >= 2 * (uint64_t)r->o.heartbeat_ticks)
             send_snapshot_chunk(r, p); /* the chunk or its ack was lost */
     } else if (p->match < last_index(r)) {
         if (p->state == RAFT_PROBE) {

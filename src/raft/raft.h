@@ -357,11 +357,11 @@ uint32_t raft_transfer_target(const struct raft *r); /* 0 = none */
 
 enum raft_progress_state { RAFT_PROBE = 1, RAFT_REPLICATE, RAFT_SNAPSHOTTING };
 struct raft_progress_info {
+    uint64_t match;
+    uint64_t next;
     uint32_t id;
     uint8_t role;
     uint8_t state;   /* enum raft_progress_state */
-    uint64_t match;
-    uint64_t next;
     bool recent_active;
 };
 /* Leader only: fills up to cap entries, returns the count. */
