@@ -436,7 +436,6 @@ static void kv_compact(struct api *a, struct http_req *req)
 
 /* ==== txn ==================================================================== */
 
-#define TXN_STRINGS_MAX (2 * (KV_TXN_CMP_MAX + 2 * KV_TXN_OPS_MAX)) /* keys + values */
 
 struct txn_parse {
     struct kv_compare cmps[KV_TXN_CMP_MAX];

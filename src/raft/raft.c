@@ -767,7 +767,6 @@ static void handle_vote_resp(struct raft *r, const struct raft_msg *m)
 
 /* ==== replication ======================================================= */
 
-static uint64_t persisted_self(const struct raft *r) { return r->persisted; }
 
 static void on_commit_advanced(struct raft *r);
 
@@ -782,7 +781,7 @@ static void maybe_commit(struct raft *r)
         if (s->role != RAFT_VOTER)
             continue;
         if (s->id == r->o.id) {
-            matches[n++] = persisted_self(r);
+            matches[n++] = r->persisted; /* the leader counts only its durable log */
         } else {
             const struct progress *p = progress_find(r, s->id);
             matches[n++] = p ? p->match : 0;
