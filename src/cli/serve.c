@@ -32,6 +32,7 @@ static const char serve_usage[] =
     "  --tick-ms N            Raft tick (default 100)\n"
     "  --election-ticks N     election timeout in ticks (default 10)\n"
     "  --snapshot-every N     applied entries between snapshots (default 10000)\n"
+    "  --test-stale-reads     TEST ONLY: serve linearizable reads without ReadIndex (unsafe)\n"
     "example (3 nodes, run each with its own --id, --data-dir, --http and --peer):\n"
     "  conclave serve --id 1 --data-dir d1 --http 127.0.0.1:7379 --peer 127.0.0.1:7380 \\\n"
     "    --member 1,n1,127.0.0.1:7380,127.0.0.1:7379 \\\n"
@@ -123,6 +124,11 @@ int cli_serve_main(int argc, char **argv)
         if (strcmp(f, "-h") == 0 || strcmp(f, "--help") == 0) {
             fputs(serve_usage, stdout);
             return 0;
+        }
+        if (strcmp(f, "--test-stale-reads") == 0) {
+            c.test_stale_reads = true;
+            fprintf(stderr, "conclave serve: --test-stale-reads: reads are NOT linearizable\n");
+            continue;
         }
         if (!v) {
             fprintf(stderr, "conclave serve: %s needs a value\n\n%s", f, serve_usage);

@@ -660,7 +660,7 @@ int node_read(struct node *n, bool linearizable, node_read_cb cb, void *arg)
 {
     if (n->stopping)
         return NODE_ESTOPPED;
-    if (!linearizable) {
+    if (!linearizable || n->cfg.test_stale_reads) {
         cb(arg, 0);
         return 0;
     }

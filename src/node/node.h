@@ -62,6 +62,9 @@ struct node_config {
     uint32_t election_ticks; /* election timeout in ticks */
     uint64_t snapshot_every; /* applied entries between state machine snapshots */
     bool join;               /* start empty and wait to be added, instead of bootstrapping */
+    /* TEST ONLY (serve --test-stale-reads): linearizable reads skip ReadIndex and read the
+     * local state at once. Exists so the chaos suite can prove it catches stale reads. */
+    bool test_stale_reads;
     /* the founding members (including this one), or the known ones when joining */
     struct node_member members[RAFT_SERVERS_MAX];
     uint32_t n_members;
