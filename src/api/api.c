@@ -21,37 +21,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/api_internal.h"
 #include "api/forward.h"
 #include "sm/kvcmd.h"
 
-#define API_WRITE_TIMEOUT_MS 10000 /* a write unanswered by then: 504, outcome unknown */
-#define API_READ_TIMEOUT_MS 5000   /* a ReadIndex round unanswered by then: 503 */
 #define API_KEY_PREFIX "/v1/kv/"
 
-struct api {
-    uv_loop_t *loop;
-    struct node *node;
-    uint64_t n_requests;
-};
-
 /* ==== ops ================================================================== */
-
-enum op_kind { OP_PUT, OP_DELETE, OP_GET, OP_TXN, OP_COMPACT };
-
-struct op {
-    struct api *api;
-    struct http_req *req;
-    enum op_kind kind;
-    uv_timer_t timer;
-    bool finished;     /* the request has been answered */
-    bool timer_closed;
-    /* GET parameters, kept for the read callback */
-    uint8_t *key;
-    uint32_t key_len;
-    bool prefix, raw, keys_only, count_only;
-    uint64_t limit;
-    int64_t revision;
-};
 
 static void op_timer_closed(uv_handle_t *h)
 {
@@ -61,7 +37,7 @@ static void op_timer_closed(uv_handle_t *h)
 }
 
 /* Answering is done by the caller before; this releases everything. */
-static void op_done(struct op *o)
+void api_op_done(struct op *o)
 {
     o->finished = true;
     node_cancel(o->api->node, o);
@@ -74,7 +50,7 @@ static void op_on_client_gone(struct http_req *req, void *arg)
     if (o->finished)
         return;
     http_respond(req, 499, NULL, NULL, 0); /* finishes req; the client never sees it */
-    op_done(o);
+    api_op_done(o);
 }
 
 static void op_on_timeout(uv_timer_t *t)
@@ -90,10 +66,10 @@ static void op_on_timeout(uv_timer_t *t)
         http_respond_error(o->req, 504, "write_timeout",
                            "not applied within %d ms; the write may or may not take effect",
                            API_WRITE_TIMEOUT_MS);
-    op_done(o);
+    api_op_done(o);
 }
 
-static struct op *op_new(struct api *a, struct http_req *req, enum op_kind kind)
+struct op *api_op_new(struct api *a, struct http_req *req, enum op_kind kind)
 {
     struct op *o = calloc(1, sizeof(*o));
     if (!o)
@@ -190,7 +166,7 @@ static void respond_kv_error(struct http_req *req, int err)
     http_respond_error(req, kv_err_status(err), "kv_error", "%s", kv_strerror(err));
 }
 
-static void respond_node_error(struct api *a, struct http_req *req, int rv)
+void api_respond_node_error(struct api *a, struct http_req *req, int rv)
 {
     if (rv == NODE_ENOTLEADER || rv == RAFT_ENOTLEADER) {
         uint32_t leader = raft_leader(node_raft(a->node));
@@ -211,9 +187,10 @@ static void respond_node_error(struct api *a, struct http_req *req, int rv)
 
 /* ==== KV ===================================================================== */
 
-static void on_applied(void *arg, int status, const struct kv_result *res)
+static void on_applied(void *arg, int status, const struct sm_result *sres)
 {
     struct op *o = arg;
+    const struct kv_result *res = sres ? &sres->kv : NULL;
     if (o->finished)
         return;
     if (status == NODE_EUNKNOWN) {
@@ -253,7 +230,7 @@ static void on_applied(void *arg, int status, const struct kv_result *res)
         }
         http_respond_json(o->req, 200, j);
     }
-    op_done(o);
+    api_op_done(o);
 }
 
 static void propose(struct api *a, struct http_req *req, enum op_kind kind, uint8_t *cmd,
@@ -261,10 +238,10 @@ static void propose(struct api *a, struct http_req *req, enum op_kind kind, uint
 {
     if (raft_role(node_raft(a->node)) != RAFT_LEADER) {
         free(cmd);
-        respond_node_error(a, req, NODE_ENOTLEADER); /* forwards to the leader */
+        api_respond_node_error(a, req, NODE_ENOTLEADER); /* forwards to the leader */
         return;
     }
-    struct op *o = op_new(a, req, kind);
+    struct op *o = api_op_new(a, req, kind);
     if (!o) {
         free(cmd);
         http_respond_error(req, 503, "no_memory", "out of memory");
@@ -273,8 +250,8 @@ static void propose(struct api *a, struct http_req *req, enum op_kind kind, uint
     int rv = node_propose(a->node, cmd, n, on_applied, o);
     free(cmd);
     if (rv != 0) {
-        respond_node_error(a, req, rv);
-        op_done(o);
+        api_respond_node_error(a, req, rv);
+        api_op_done(o);
     }
 }
 
@@ -335,7 +312,7 @@ static void on_read_ready(void *arg, int status)
                                "no leader could confirm the read (%s); retry", raft_strerror(status));
         else
             http_respond_error(o->req, 503, "unavailable", "%s", node_strerror(status));
-        op_done(o);
+        api_op_done(o);
         return;
     }
     struct kv_range_req r = {.key = o->key, .key_len = o->key_len, .prefix = o->prefix,
@@ -361,7 +338,7 @@ static void on_read_ready(void *arg, int status)
     }
     if (rv == 0)
         kv_range_resp_free(&resp);
-    op_done(o);
+    api_op_done(o);
 }
 
 static void kv_get(struct api *a, struct http_req *req, const uint8_t *key, uint32_t key_len)
@@ -377,10 +354,10 @@ static void kv_get(struct api *a, struct http_req *req, const uint8_t *key, uint
             return;
         }
     }
-    struct op *o = op_new(a, req, OP_GET);
+    struct op *o = api_op_new(a, req, OP_GET);
     if (!o || (key_len > 0 && !(o->key = malloc(key_len)))) {
         if (o)
-            op_done(o);
+            api_op_done(o);
         http_respond_error(req, 503, "no_memory", "out of memory");
         return;
     }
@@ -395,19 +372,19 @@ static void kv_get(struct api *a, struct http_req *req, const uint8_t *key, uint
     if (http_query_u64(req, "limit", &o->limit) == HTTP_EBADVALUE ||
         http_query_u64(req, "revision", &rev) == HTTP_EBADVALUE || rev > INT64_MAX) {
         http_respond_error(req, 400, "bad_query", "limit and revision must be decimal numbers");
-        op_done(o);
+        api_op_done(o);
         return;
     }
     o->revision = (int64_t)rev;
     if (!o->prefix && key_len == 0) {
         http_respond_error(req, 400, "empty_key", "a key is required (or ?prefix=true)");
-        op_done(o);
+        api_op_done(o);
         return;
     }
     int rv = node_read(a->node, linearizable, on_read_ready, o);
     if (rv != 0) {
         http_respond_error(req, 503, "unavailable", "%s", node_strerror(rv));
-        op_done(o);
+        api_op_done(o);
     }
 }
 
@@ -634,7 +611,7 @@ static void cluster_transfer(struct api *a, struct http_req *req)
 {
     struct raft *r = node_raft(a->node);
     if (raft_role(r) != RAFT_LEADER) {
-        respond_node_error(a, req, NODE_ENOTLEADER);
+        api_respond_node_error(a, req, NODE_ENOTLEADER);
         return;
     }
     json_error_t jerr;
@@ -719,6 +696,43 @@ static bool path_is(const struct http_req *req, const char *p)
     return req->path_len == strlen(p) && memcmp(req->path, p, req->path_len) == 0;
 }
 
+static bool path_has_prefix(const struct http_req *req, const char *p)
+{
+    return req->path_len > strlen(p) && memcmp(req->path, p, strlen(p)) == 0;
+}
+
+#define MEMBERS_PREFIX "/v1/cluster/members/"
+
+/* /v1/cluster/members/{name} (DELETE) and /v1/cluster/members/{name}/promote (POST) */
+static void route_member(struct api *a, struct http_req *req)
+{
+    const char *rest = req->path + strlen(MEMBERS_PREFIX);
+    size_t rest_len = req->path_len - strlen(MEMBERS_PREFIX);
+    const char *slash = memchr(rest, '/', rest_len);
+    size_t name_len = slash ? (size_t)(slash - rest) : rest_len;
+    char name[MEMBERS_NAME_BYTES];
+    if (name_len == 0 || name_len >= sizeof(name)) {
+        http_respond_error(req, 400, "bad_member_name", "member names are 1-%u characters",
+                           MEMBERS_NAME_BYTES - 1);
+        return;
+    }
+    memcpy(name, rest, name_len);
+    name[name_len] = 0;
+    size_t verb_len = slash ? rest_len - name_len : 0;
+    bool promote = verb_len == 8 && memcmp(slash, "/promote", 8) == 0;
+    bool publish = verb_len == 8 && memcmp(slash, "/publish", 8) == 0;
+    if (!slash && req->method == HTTP_DELETE)
+        members_api_remove(a, req, name);
+    else if (promote && req->method == HTTP_POST)
+        members_api_promote(a, req, name);
+    else if (publish && req->method == HTTP_POST)
+        members_api_publish(a, req, name);
+    else
+        http_respond_error(req, 404, "not_found",
+                           "use DELETE /v1/cluster/members/{name} or "
+                           "POST /v1/cluster/members/{name}/promote");
+}
+
 static void api_handle(struct http_req *req, void *arg)
 {
     struct api *a = arg;
@@ -751,6 +765,10 @@ static void api_handle(struct http_req *req, void *arg)
         cluster_status(a, req);
     else if (path_is(req, "/v1/cluster/members") && req->method == HTTP_GET)
         cluster_members(a, req);
+    else if (path_is(req, "/v1/cluster/members") && req->method == HTTP_POST)
+        members_api_add(a, req);
+    else if (path_has_prefix(req, MEMBERS_PREFIX))
+        route_member(a, req);
     else if (path_is(req, "/v1/cluster/leader/transfer") && req->method == HTTP_POST)
         cluster_transfer(a, req);
     else if (path_is(req, "/metrics"))
@@ -762,6 +780,11 @@ static void api_handle(struct http_req *req, void *arg)
     else
         http_respond_error(req, 404, "not_found", "no such endpoint: %s %.*s; see docs/API.md",
                            http_method_name(req->method), (int)req->path_raw_len, req->path_raw);
+}
+
+static void on_publish_timer(uv_timer_t *t)
+{
+    members_api_publish_tick(t->data);
 }
 
 int api_start(uv_loop_t *loop, struct node *node, const char *http_addr,
@@ -779,8 +802,31 @@ int api_start(uv_loop_t *loop, struct node *node, const char *http_addr,
         free(a);
         return rv;
     }
+    uv_timer_init(loop, &a->publish_timer);
+    a->publish_timer.data = a;
+    uv_timer_start(&a->publish_timer, on_publish_timer, API_PUBLISH_MS, API_PUBLISH_MS);
     *api_out = a;
     return 0;
 }
 
-void api_free(struct api *a) { free(a); }
+void api_call_finished(struct api *a)
+{
+    a->n_calls--;
+    if (a->closing && a->timer_closed && a->n_calls == 0)
+        free(a);
+}
+
+static void on_api_closed(uv_handle_t *h)
+{
+    struct api *a = h->data;
+    a->timer_closed = true;
+    if (a->n_calls == 0)
+        free(a);
+}
+
+void api_free(struct api *a)
+{
+    a->closing = true;
+    node_cancel(a->node, a); /* a directory update from the publish tick */
+    uv_close((uv_handle_t *)&a->publish_timer, on_api_closed);
+}

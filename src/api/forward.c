@@ -27,7 +27,12 @@
 /* ==== state =============================================================== */
 
 struct fwd {
-    struct http_req *req;
+    struct http_req *req;   /* relaying: the client's request; NULL for forward_call */
+    forward_done_cb done_cb; /* forward_call: told the outcome instead */
+    void *done_arg;
+    const char *send_body;  /* bytes after the head: req's body or own_body */
+    size_t send_body_len;
+    char *own_body;
     char target[FORWARD_ADDR_BYTES];
     uv_tcp_t tcp;
     uv_timer_t timer;
@@ -54,6 +59,7 @@ static void fwd_release(struct fwd *f)
     if (--f->n_open == 0) {
         free(f->out);
         free(f->body);
+        free(f->own_body);
         free(f);
     }
 }
@@ -62,7 +68,11 @@ static void fwd_on_closed(uv_handle_t *h) { fwd_release(h->data); }
 
 static void fwd_finish(struct fwd *f, int status, const char *code, const char *why)
 {
-    if (!f->done) {
+    if (!f->done && !f->req) {
+        f->done = true;
+        if (f->done_cb)
+            f->done_cb(f->done_arg, code ? status : (int)f->parser.status_code);
+    } else if (!f->done) {
         f->done = true;
         if (code)
             http_respond_error(f->req, status, code, "forwarding to the leader at %s: %s",
@@ -168,9 +178,9 @@ static void on_connected(uv_connect_t *c, int status)
         return;
     }
     uv_buf_t b[2] = {uv_buf_init(f->out, (unsigned)strlen(f->out)),
-                     uv_buf_init((char *)f->req->body, (unsigned)f->req->body_len)};
+                     uv_buf_init((char *)f->send_body, (unsigned)f->send_body_len)};
     f->write.data = f;
-    uv_write(&f->write, (uv_stream_t *)&f->tcp, b, f->req->body_len ? 2 : 1, on_written);
+    uv_write(&f->write, (uv_stream_t *)&f->tcp, b, f->send_body_len ? 2 : 1, on_written);
     uv_read_start((uv_stream_t *)&f->tcp, on_alloc, on_read);
 }
 
@@ -198,39 +208,86 @@ static void on_timeout(uv_timer_t *t)
 
 /* ==== entry point =============================================================== */
 
+static bool split_host_port(const char *host_port, char *host, size_t host_cap, char *port,
+                            size_t port_cap)
+{
+    const char *colon = strrchr(host_port, ':');
+    if (!colon || (size_t)(colon - host_port) >= host_cap || strlen(colon + 1) >= port_cap)
+        return false;
+    memcpy(host, host_port, (size_t)(colon - host_port));
+    host[colon - host_port] = 0;
+    snprintf(port, port_cap, "%s", colon + 1);
+    return true;
+}
+
+static void fwd_start(uv_loop_t *loop, struct fwd *f, const char *host, const char *port);
+
 void forward_request(uv_loop_t *loop, const char *host_port, struct http_req *req)
 {
-    struct fwd *f = calloc(1, sizeof(*f));
-    if (!f) {
-        http_respond_error(req, 503, "no_memory", "cannot forward: out of memory");
-        return;
-    }
-    f->req = req;
-    snprintf(f->target, sizeof(f->target), "%s", host_port);
     char host[FORWARD_ADDR_BYTES], port[16];
-    const char *colon = strrchr(host_port, ':');
-    if (!colon || (size_t)(colon - host_port) >= sizeof(host) || strlen(colon + 1) >= sizeof(port)) {
-        free(f);
+    if (!split_host_port(host_port, host, sizeof(host), port, sizeof(port))) {
         http_respond_error(req, 502, "bad_leader_address", "leader address '%s' is not host:port",
                            host_port);
         return;
     }
-    memcpy(host, host_port, (size_t)(colon - host_port));
-    host[colon - host_port] = 0;
-    snprintf(port, sizeof(port), "%s", colon + 1);
+    struct fwd *f = calloc(1, sizeof(*f));
     size_t cap = req->path_raw_len + req->query_len + 256;
-    f->out = malloc(cap);
-    if (!f->out) {
+    if (f)
+        f->out = malloc(cap);
+    if (!f || !f->out) {
         free(f);
         http_respond_error(req, 503, "no_memory", "cannot forward: out of memory");
         return;
     }
+    f->req = req;
+    f->send_body = (const char *)req->body;
+    f->send_body_len = req->body_len;
+    snprintf(f->target, sizeof(f->target), "%s", host_port);
     snprintf(f->out, cap,
              "%s %.*s%s%.*s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n%s: 1\r\n"
              "Content-Length: %zu\r\n\r\n",
              http_method_name(req->method), (int)req->path_raw_len, req->path_raw,
              req->query ? "?" : "", req->query ? (int)req->query_len : 0,
              req->query ? req->query : "", host_port, FORWARD_HEADER, req->body_len);
+    fwd_start(loop, f, host, port);
+}
+
+int forward_call(uv_loop_t *loop, const char *host_port, const char *method, const char *path,
+                 const void *body, size_t body_len, forward_done_cb cb, void *arg)
+{
+    char host[FORWARD_ADDR_BYTES], port[16];
+    if (!split_host_port(host_port, host, sizeof(host), port, sizeof(port)))
+        return -1;
+    struct fwd *f = calloc(1, sizeof(*f));
+    size_t cap = strlen(path) + strlen(method) + strlen(host_port) + 256;
+    if (f) {
+        f->out = malloc(cap);
+        f->own_body = malloc(body_len ? body_len : 1);
+    }
+    if (!f || !f->out || !f->own_body) {
+        if (f) {
+            free(f->out);
+            free(f->own_body);
+        }
+        free(f);
+        return -1;
+    }
+    memcpy(f->own_body, body, body_len);
+    f->send_body = f->own_body;
+    f->send_body_len = body_len;
+    f->done_cb = cb;
+    f->done_arg = arg;
+    snprintf(f->target, sizeof(f->target), "%s", host_port);
+    snprintf(f->out, cap,
+             "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n%s: 1\r\n"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+             method, path, host_port, FORWARD_HEADER, body_len);
+    fwd_start(loop, f, host, port);
+    return 0;
+}
+
+static void fwd_start(uv_loop_t *loop, struct fwd *f, const char *host, const char *port)
+{
     http_parser_init(&f->parser, HTTP_RESPONSE);
     f->parser.data = f;
     http_parser_settings_init(&f->settings);

@@ -39,7 +39,7 @@
  * server's 504 (outcome unknown) rather than a client-side guess. */
 #define CLIENT_TIMEOUT_MS_DEFAULT 15000u
 #define CLIENT_TIMEOUT_MS_MAX     3600000u /* --timeout-ms ceiling: an hour */
-#define CLIENT_DEFAULT_ENDPOINT   "127.0.0.1:7379"
+#define CLIENT_DEFAULT_ENDPOINT   "127.0.0.1:2479"
 #define CLIENT_ENDPOINT_ENV       "CONCLAVE_ENDPOINT"
 
 _Static_assert(CLIENT_CONNECT_TIMEOUT_MS <= CLIENT_TIMEOUT_MS_DEFAULT,

@@ -15,11 +15,13 @@
 #include <string.h>
 #include <uv.h>
 
+#include <jansson.h>
+
 #include "api/api.h"
 #include "node/node.h"
 
-#define SERVE_DEFAULT_HTTP "127.0.0.1:7379"
-#define SERVE_DEFAULT_PEER "127.0.0.1:7380"
+#define SERVE_DEFAULT_HTTP "127.0.0.1:2479"
+#define SERVE_DEFAULT_PEER "127.0.0.1:2480"
 
 static const char serve_usage[] =
     "usage: conclave serve [flags]\n"
@@ -28,16 +30,22 @@ static const char serve_usage[] =
     "  --data-dir DIR         WAL and snapshots (default ./conclave-data)\n"
     "  --http HOST:PORT       client API (default " SERVE_DEFAULT_HTTP ")\n"
     "  --peer HOST:PORT       Raft peer traffic (default " SERVE_DEFAULT_PEER ")\n"
+    "  --initial-cluster NAME=PEER,...  the founding members, etcd style; ids are the\n"
+    "                         positions in the list (1, 2, ...), this node is --name\n"
     "  --member ID,NAME,PEER,HTTP   a founding member; repeat for each (include this one)\n"
-    "  --tick-ms N            Raft tick (default 100)\n"
+    "  --join                 start empty and wait to be added (POST /v1/cluster/members\n"
+    "                         on the cluster first; list its members with --member)\n"
+    "  --heartbeat-ms N       Raft tick = heartbeat interval (default 100; alias --tick-ms)\n"
     "  --election-ticks N     election timeout in ticks (default 10)\n"
+    "  --election-timeout-ms N  election timeout in ms (rounded to whole ticks)\n"
+    "  --log-format text|json   log lines on stderr (default text)\n"
+    "  --log-level debug|info|warn|error  (default info)\n"
     "  --snapshot-every N     applied entries between snapshots (default 10000)\n"
     "  --test-stale-reads     TEST ONLY: serve linearizable reads without ReadIndex (unsafe)\n"
-    "example (3 nodes, run each with its own --id, --data-dir, --http and --peer):\n"
-    "  conclave serve --id 1 --data-dir d1 --http 127.0.0.1:7379 --peer 127.0.0.1:7380 \\\n"
-    "    --member 1,n1,127.0.0.1:7380,127.0.0.1:7379 \\\n"
-    "    --member 2,n2,127.0.0.1:7382,127.0.0.1:7381 \\\n"
-    "    --member 3,n3,127.0.0.1:7384,127.0.0.1:7383\n";
+    "example (3 nodes; run each with its own --name, --data-dir, --http and --peer):\n"
+    "  conclave serve --name n1 --data-dir d1 --http 127.0.0.1:2479 --peer 127.0.0.1:2480 \\\n"
+    "    --initial-cluster n1=127.0.0.1:2480,n2=127.0.0.1:2482,n3=127.0.0.1:2484\n"
+    "  (scripts/cluster.sh up does exactly this)\n";
 
 /* ==== flags =================================================================== */
 
@@ -74,6 +82,74 @@ static bool parse_member(const char *spec, struct node_member *m)
     snprintf(m->peer_addr, sizeof(m->peer_addr), "%s", fields[2]);
     snprintf(m->http_addr, sizeof(m->http_addr), "%s", fields[3]);
     return true;
+}
+
+/* --initial-cluster n1=HOST:PORT,n2=HOST:PORT: member i (1-based) gets id i. HTTP
+ * addresses are not part of it: each leader publishes what it knows into the member
+ * directory, and a node always knows its own. */
+static bool parse_initial_cluster(const char *spec, struct node_config *c)
+{
+    char buf[RAFT_SERVERS_MAX * (NODE_NAME_BYTES + NODE_ADDR_BYTES + 2)];
+    if (strlen(spec) >= sizeof(buf))
+        return false;
+    memcpy(buf, spec, strlen(spec) + 1);
+    char *save = NULL;
+    c->n_members = 0;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(t, '=');
+        if (!eq || eq == t || !eq[1] || c->n_members >= RAFT_SERVERS_MAX ||
+            (size_t)(eq - t) >= NODE_NAME_BYTES || strlen(eq + 1) >= NODE_ADDR_BYTES)
+            return false;
+        struct node_member *m = &c->members[c->n_members];
+        memset(m, 0, sizeof(*m));
+        m->id = c->n_members + 1;
+        snprintf(m->name, sizeof(m->name), "%.*s", (int)(eq - t), t);
+        snprintf(m->peer_addr, sizeof(m->peer_addr), "%s", eq + 1);
+        c->n_members++;
+    }
+    return c->n_members > 0;
+}
+
+/* ==== logging ==================================================================== */
+
+enum { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+static const char *const log_level_names[] = {"debug", "info", "warn", "error"};
+
+struct serve_log {
+    bool json;
+    int min_level;
+    uint32_t id;
+};
+
+/* Node and transport lines carry no level; their first word tells. */
+static int line_level(const char *line)
+{
+    if (strncmp(line, "fatal", 5) == 0)
+        return LOG_ERROR;
+    if (strstr(line, "cannot ") || strstr(line, " not saved") || strstr(line, " refused"))
+        return LOG_WARN;
+    return LOG_INFO;
+}
+
+static void serve_log_line(void *arg, const char *line)
+{
+    const struct serve_log *l = arg;
+    int level = line_level(line);
+    if (level < l->min_level)
+        return;
+    if (!l->json) {
+        fprintf(stderr, "conclave[%u] %s: %s\n", l->id, log_level_names[level], line);
+        return;
+    }
+    uv_timeval64_t tv;
+    uv_gettimeofday(&tv);
+    json_t *j = json_pack("{s:f, s:s, s:I, s:s}", "ts", (double)tv.tv_sec + tv.tv_usec / 1e6,
+                          "level", log_level_names[level], "node", (json_int_t)l->id, "msg", line);
+    char *out = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (out)
+        fprintf(stderr, "%s\n", out);
+    free(out);
+    json_decref(j);
 }
 
 /* ==== signals ================================================================== */
@@ -117,6 +193,9 @@ int cli_serve_main(int argc, char **argv)
     char http_addr[NODE_ADDR_BYTES] = SERVE_DEFAULT_HTTP;
     char peer_addr[NODE_ADDR_BYTES] = SERVE_DEFAULT_PEER;
     char name[NODE_NAME_BYTES] = "";
+    static struct serve_log log = {.min_level = LOG_INFO};
+    bool have_initial_cluster = false, have_member_flags = false, id_given = false;
+    uint64_t election_ms = 0;
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -130,6 +209,10 @@ int cli_serve_main(int argc, char **argv)
             fprintf(stderr, "conclave serve: --test-stale-reads: reads are NOT linearizable\n");
             continue;
         }
+        if (strcmp(f, "--join") == 0) {
+            c.join = true;
+            continue;
+        }
         if (!v) {
             fprintf(stderr, "conclave serve: %s needs a value\n\n%s", f, serve_usage);
             return 2;
@@ -137,6 +220,15 @@ int cli_serve_main(int argc, char **argv)
         i++;
         if (strcmp(f, "--id") == 0 && parse_u64(v, &num) && num > 0 && num <= UINT32_MAX) {
             c.id = (uint32_t)num;
+            id_given = true;
+        } else if (strcmp(f, "--initial-cluster") == 0) {
+            if (have_member_flags || !parse_initial_cluster(v, &c)) {
+                fprintf(stderr, "conclave serve: bad --initial-cluster '%s' (want "
+                                "NAME=HOST:PORT,... with at most %d members, and not together "
+                                "with --member)\n", v, RAFT_SERVERS_MAX);
+                return 2;
+            }
+            have_initial_cluster = true;
         } else if (strcmp(f, "--name") == 0 && strlen(v) < sizeof(name)) {
             snprintf(name, sizeof(name), "%s", v);
         } else if (strcmp(f, "--data-dir") == 0 && strlen(v) < sizeof(c.data_dir)) {
@@ -146,14 +238,28 @@ int cli_serve_main(int argc, char **argv)
         } else if (strcmp(f, "--peer") == 0 && strlen(v) < sizeof(peer_addr)) {
             snprintf(peer_addr, sizeof(peer_addr), "%s", v);
         } else if (strcmp(f, "--member") == 0) {
-            if (c.n_members >= RAFT_SERVERS_MAX || !parse_member(v, &c.members[c.n_members])) {
+            have_member_flags = true;
+            if (have_initial_cluster || c.n_members >= RAFT_SERVERS_MAX ||
+                !parse_member(v, &c.members[c.n_members])) {
                 fprintf(stderr, "conclave serve: bad --member '%s' (want ID,NAME,PEER,HTTP; at "
                                 "most %d members)\n", v, RAFT_SERVERS_MAX);
                 return 2;
             }
             c.n_members++;
-        } else if (strcmp(f, "--tick-ms") == 0 && parse_u64(v, &num) && num >= 1 && num <= 10000) {
+        } else if ((strcmp(f, "--tick-ms") == 0 || strcmp(f, "--heartbeat-ms") == 0) &&
+                   parse_u64(v, &num) && num >= 1 && num <= 10000) {
             c.tick_ms = (uint32_t)num;
+        } else if (strcmp(f, "--election-timeout-ms") == 0 && parse_u64(v, &num) && num >= 1 &&
+                   num <= 600000) {
+            election_ms = num;
+        } else if (strcmp(f, "--log-format") == 0 &&
+                   (strcmp(v, "text") == 0 || strcmp(v, "json") == 0)) {
+            log.json = strcmp(v, "json") == 0;
+        } else if (strcmp(f, "--log-level") == 0 && (strcmp(v, "debug") == 0 ||
+                   strcmp(v, "info") == 0 || strcmp(v, "warn") == 0 || strcmp(v, "error") == 0)) {
+            for (int k = 0; k < 4; k++)
+                if (strcmp(v, log_level_names[k]) == 0)
+                    log.min_level = k;
         } else if (strcmp(f, "--election-ticks") == 0 && parse_u64(v, &num) && num >= 3 &&
                    num <= 1000) {
             c.election_ticks = (uint32_t)num;
@@ -163,6 +269,44 @@ int cli_serve_main(int argc, char **argv)
             fprintf(stderr, "conclave serve: bad flag or value: %s %s\n\n%s", f, v, serve_usage);
             return 2;
         }
+    }
+    if (election_ms > 0) {
+        uint64_t ticks = (election_ms + c.tick_ms / 2) / c.tick_ms;
+        if (ticks < 3 || ticks > 1000) {
+            fprintf(stderr, "conclave serve: --election-timeout-ms %llu is %llu ticks of %u ms; "
+                            "it must be 3-1000 ticks\n", (unsigned long long)election_ms,
+                    (unsigned long long)ticks, c.tick_ms);
+            return 2;
+        }
+        c.election_ticks = (uint32_t)ticks;
+    }
+    if (have_initial_cluster && !id_given) { /* our id is our position in the list */
+        c.id = 0;
+        for (uint32_t i = 0; i < c.n_members; i++)
+            if (name[0] && strcmp(c.members[i].name, name) == 0)
+                c.id = c.members[i].id;
+        if (c.id == 0) {
+            fprintf(stderr, "conclave serve: --name '%s' is not in --initial-cluster\n", name);
+            return 2;
+        }
+    }
+    if (c.join && c.n_members > 0) { /* a joining node lists the existing members */
+        bool listed = false;
+        for (uint32_t i = 0; i < c.n_members; i++)
+            listed = listed || c.members[i].id == c.id;
+        if (!listed && c.n_members < RAFT_SERVERS_MAX) {
+            struct node_member *m = &c.members[c.n_members++];
+            memset(m, 0, sizeof(*m));
+            m->id = c.id;
+            snprintf(m->name, sizeof(m->name), "%s", name[0] ? name : "joiner");
+            snprintf(m->peer_addr, sizeof(m->peer_addr), "%s", peer_addr);
+            snprintf(m->http_addr, sizeof(m->http_addr), "%s", http_addr);
+        }
+    }
+    if (c.join && c.n_members < 2) {
+        fprintf(stderr, "conclave serve: --join needs the existing members (--member or "
+                        "--initial-cluster) and an --id given by POST /v1/cluster/members\n");
+        return 2;
     }
     if (c.n_members == 0) { /* a single-node cluster of just us */
         c.members[0].id = c.id;
@@ -182,13 +326,17 @@ int cli_serve_main(int argc, char **argv)
     }
     if (name[0])
         snprintf(self->name, sizeof(self->name), "%s", name);
-    /* explicit --http/--peer win over the member list for our own listeners */
+    /* explicit --http/--peer win over the member list for our own listeners; with
+     * --initial-cluster (no HTTP addresses) our own HTTP address is --http */
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--http") == 0)
+        if (strcmp(argv[i], "--http") == 0 || !self->http_addr[0])
             snprintf(self->http_addr, sizeof(self->http_addr), "%s", http_addr);
         if (strcmp(argv[i], "--peer") == 0)
             snprintf(self->peer_addr, sizeof(self->peer_addr), "%s", peer_addr);
     }
+    log.id = c.id;
+    c.log_cb = serve_log_line;
+    c.log_arg = &log;
 
     signal(SIGPIPE, SIG_IGN);
     struct serve_state s = {.loop = uv_default_loop()};

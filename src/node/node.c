@@ -30,6 +30,7 @@
 #include "base/grow.h"
 #include "base/env.h"
 #include "node/transport.h"
+#include "sm/machine.h"
 #include "storage/snap.h"
 #include "storage/storage_thread.h"
 #include "storage/wal.h"
@@ -63,7 +64,7 @@ struct node {
     struct node_config cfg;
     struct env *env;
     struct raft *raft;
-    struct kv *kv;
+    struct machine *sm;
     struct wal *wal;
     struct storage *st;
     struct transport tr;
@@ -86,6 +87,15 @@ struct node {
     struct pending_read *reads;
     uint32_t n_reads, cap_reads;
     uint64_t next_read_id;
+
+    /* Who is where: the --member flags, completed by the replicated directory (flags
+     * win, so an operator can route one node's traffic differently, e.g. via a proxy). */
+    struct node_member members[NODE_MEMBERS_MAX];
+    uint32_t n_members;
+    uint32_t dialed[NODE_MEMBERS_MAX]; /* peer ids handed to the transport */
+    uint32_t n_dialed;
+    struct raft_config dialed_for; /* configuration the dialed set was computed for */
+    uint64_t members_gen;          /* bumped whenever members[] changes */
 
     uint64_t snap_index; /* of the newest state machine snapshot on disk */
     uint32_t last_leader;
@@ -143,10 +153,28 @@ void node_config_default(struct node_config *c)
 
 const struct node_member *node_member(const struct node *n, uint32_t id)
 {
-    for (uint32_t i = 0; i < n->cfg.n_members; i++)
-        if (n->cfg.members[i].id == id)
-            return &n->cfg.members[i];
+    for (uint32_t i = 0; i < n->n_members; i++)
+        if (n->members[i].id == id)
+            return &n->members[i];
     return NULL;
+}
+
+const struct node_member *node_member_by_name(const struct node *n, const char *name)
+{
+    for (uint32_t i = 0; i < n->n_members; i++)
+        if (strcmp(n->members[i].name, name) == 0)
+            return &n->members[i];
+    return NULL;
+}
+
+uint64_t node_members_gen(const struct node *n)
+{
+    return n->members_gen;
+}
+
+const struct members *node_directory(const struct node *n)
+{
+    return machine_members(n->sm);
 }
 
 const struct node_member *node_self(const struct node *n)
@@ -155,7 +183,7 @@ const struct node_member *node_self(const struct node *n)
 }
 struct kv *node_kv(struct node *n)
 {
-    return n->kv;
+    return machine_kv(n->sm);
 }
 struct raft *node_raft(struct node *n)
 {
@@ -167,6 +195,7 @@ void node_get_stats(const struct node *n, struct node_stats *out)
 }
 
 static void schedule_flush(struct node *n);
+static void refresh_members(struct node *n);
 
 /* ==== flush: execute one raft_update ===================================== */
 
@@ -214,7 +243,7 @@ static void release_held(struct node *n)
  * before its callback runs, because callbacks may call node_cancel() and so change the
  * array; the scan restarts after every callback. */
 static void finish_props(struct node *n, uint64_t index, uint64_t term,
-                         const struct kv_result *res, bool unknown)
+                         const struct sm_result *res, bool unknown)
 {
     for (;;) {
         uint32_t i = 0;
@@ -225,6 +254,8 @@ static void finish_props(struct node *n, uint64_t index, uint64_t term,
         struct pending_prop p = n->props[i];
         memmove(&n->props[i], &n->props[i + 1], (n->n_props - i - 1) * sizeof(*n->props));
         n->n_props--;
+        if (!p.cb)
+            continue; /* fire-and-forget (node_propose with cb NULL) */
         if (unknown)
             p.cb(p.arg, NODE_EUNKNOWN, NULL);
         else if (p.index == index && p.term == term)
@@ -255,13 +286,16 @@ static void apply_entry(struct node *n, const struct raft_entry *e)
 {
     n->stats.applied_entries++;
     if (e->type != RAFT_ENTRY_COMMAND) {
-        finish_props(n, e->index, 0, NULL, false);
+        /* a configuration change (node_change) or the leader's no-op */
+        finish_props(n, e->index, e->term, NULL, false);
         return;
     }
-    struct kv_result res;
-    kv_apply(n->kv, e->bytes, e->n_bytes, &res);
+    struct sm_result res;
+    machine_apply(n->sm, e->bytes, e->n_bytes, &res);
+    if (res.tag == SM_TAG_MEMBERS && res.err == 0)
+        refresh_members(n);
     finish_props(n, e->index, e->term, &res, false);
-    kv_result_free(&res);
+    sm_result_free(&res);
 }
 
 static void answer_reads(struct node *n, const struct raft_read_ready *rr, uint32_t count)
@@ -293,21 +327,89 @@ static void install_snapshot(struct node *n, const struct raft_snapshot *s)
         node_log(n, "fatal: saving the installed snapshot failed: %s", msg);
         exit(70);
     }
-    struct kv *fresh = NULL;
-    rv = kv_snapshot_decode(s->bytes, s->n_bytes, &fresh);
+    struct machine *fresh = NULL;
+    rv = machine_snapshot_decode(s->bytes, s->n_bytes, &fresh);
     if (rv != 0) {
         node_log(n, "fatal: the leader's snapshot at index %llu does not decode: %s",
-                 (unsigned long long)s->index, kv_strerror(rv));
+                 (unsigned long long)s->index, sm_strerror(rv));
         exit(70);
     }
-    kv_free(n->kv);
-    n->kv = fresh;
+    machine_free(n->sm);
+    n->sm = fresh;
+    refresh_members(n);
     n->snap_index = s->index;
     n->stats.snapshots_installed++;
     finish_props(n, s->index, 0, NULL, true); /* their outcome is not knowable here */
 }
 
 static void maybe_take_snapshot(struct node *n);
+
+/* ==== members: flags + directory, and the peers we dial ==================== */
+
+static bool id_in(const uint32_t *ids, uint32_t count, uint32_t id)
+{
+    for (uint32_t i = 0; i < count; i++)
+        if (ids[i] == id)
+            return true;
+    return false;
+}
+
+/* Dials every member of the configuration and every flag member (a joining node must
+ * reach the existing ones before it is in any configuration), and hangs up on the rest. */
+static void sync_peers(struct node *n)
+{
+    const struct raft_config *rc = raft_config(n->raft);
+    n->dialed_for = *rc;
+    uint32_t want[NODE_MEMBERS_MAX];
+    uint32_t n_want = 0;
+    for (uint32_t i = 0; i < rc->n_servers && n_want < NODE_MEMBERS_MAX; i++)
+        want[n_want++] = rc->servers[i].id;
+    for (uint32_t i = 0; i < n->cfg.n_members && n_want < NODE_MEMBERS_MAX; i++)
+        if (!id_in(want, n_want, n->cfg.members[i].id))
+            want[n_want++] = n->cfg.members[i].id;
+    for (uint32_t i = 0; i < n->n_dialed; i++)
+        if (!id_in(want, n_want, n->dialed[i]))
+            transport_set_peer(&n->tr, n->dialed[i], NULL);
+    n->n_dialed = 0;
+    for (uint32_t i = 0; i < n_want; i++) {
+        const struct node_member *m = node_member(n, want[i]);
+        if (want[i] == n->cfg.id || !m || !m->peer_addr[0])
+            continue; /* an address we do not know yet: the directory will tell */
+        if (transport_set_peer(&n->tr, m->id, m->peer_addr) == 0)
+            n->dialed[n->n_dialed++] = m->id;
+        else
+            node_log(n, "cannot dial member %u at %s: %s", m->id, m->peer_addr,
+                     transport_errmsg(&n->tr));
+    }
+}
+
+static void refresh_members(struct node *n)
+{
+    n->n_members = 0;
+    for (uint32_t i = 0; i < n->cfg.n_members; i++)
+        n->members[n->n_members++] = n->cfg.members[i];
+    const struct members *dir = machine_members(n->sm);
+    for (uint32_t i = 0; i < dir->n; i++) {
+        const struct members_entry *e = &dir->e[i];
+        struct node_member *m = NULL;
+        for (uint32_t k = 0; k < n->n_members; k++)
+            if (n->members[k].id == e->id)
+                m = &n->members[k];
+        if (!m) {
+            if (n->n_members == NODE_MEMBERS_MAX)
+                break;
+            m = &n->members[n->n_members++];
+            *m = (struct node_member){.id = e->id};
+            snprintf(m->name, sizeof(m->name), "%s", e->name);
+            snprintf(m->peer_addr, sizeof(m->peer_addr), "%s", e->peer_addr);
+        }
+        if (!m->http_addr[0])
+            snprintf(m->http_addr, sizeof(m->http_addr), "%s", e->http_addr);
+    }
+    n->members_gen++;
+    if (n->tr_open)
+        sync_peers(n);
+}
 
 static void flush(struct node *n)
 {
@@ -349,6 +451,9 @@ static void flush(struct node *n)
         answer_reads(n, u.reads, u.n_reads);
         finish_reads_applied(n);
     }
+    const struct raft_config *rc = raft_config(n->raft);
+    if (memcmp(rc, &n->dialed_for, sizeof(*rc)) != 0)
+        sync_peers(n);
     uint32_t leader = raft_leader(n->raft);
     if (leader != n->last_leader) {
         n->last_leader = leader;
@@ -433,7 +538,7 @@ static void maybe_take_snapshot(struct node *n)
         return;
     uint8_t *buf = NULL;
     size_t len = 0;
-    if (kv_snapshot_encode(n->kv, &buf, &len) != 0)
+    if (machine_snapshot_encode(n->sm, &buf, &len) != 0)
         return;
     int rv = raft_snapshot_taken(n->raft, applied, buf, len);
     if (rv != 0) {
@@ -514,16 +619,16 @@ int node_start(uv_loop_t *loop, const struct node_config *c, struct node **out, 
     rv = snap_load_latest(n->env, c->data_dir, &snap, &info, why, sizeof(why));
     if (rv == 0) {
         have_snap = true;
-        rv = kv_snapshot_decode(snap.bytes, snap.n_bytes, &n->kv);
+        rv = machine_snapshot_decode(snap.bytes, snap.n_bytes, &n->sm);
         if (rv != 0) {
-            snprintf(msg, msg_cap, "snapshot %s does not decode: %s", info.name, kv_strerror(rv));
+            snprintf(msg, msg_cap, "snapshot %s does not decode: %s", info.name, sm_strerror(rv));
             goto err_after_snap;
         }
         n->snap_index = snap.index;
     } else if (rv != SNAP_ENOENT) {
         snprintf(msg, msg_cap, "loading snapshots from %s: %s", c->data_dir, why);
         goto err_after_snap;
-    } else if ((rv = kv_new(&n->kv)) != 0) {
+    } else if ((rv = machine_new(&n->sm)) != 0) {
         snprintf(msg, msg_cap, "out of memory");
         goto err_after_snap;
     }
@@ -578,7 +683,10 @@ int node_start(uv_loop_t *loop, const struct node_config *c, struct node **out, 
         snprintf(msg, msg_cap, "starting the storage thread: %s", storage_strerror(rv));
         goto err_after_raft;
     }
-    const struct node_member *self = node_member(n, c->id);
+    const struct node_member *self = NULL;
+    for (uint32_t i = 0; i < c->n_members; i++)
+        if (c->members[i].id == c->id)
+            self = &c->members[i];
     rv = transport_init(&n->tr, loop, c->id, c->cluster_id, self->peer_addr, on_peer_msg, n);
     n->tr_open = true;
     if (rv != 0) {
@@ -586,9 +694,9 @@ int node_start(uv_loop_t *loop, const struct node_config *c, struct node **out, 
                  transport_errmsg(&n->tr));
         goto err_after_storage;
     }
-    for (uint32_t i = 0; i < c->n_members; i++)
-        if (c->members[i].id != c->id)
-            transport_set_peer(&n->tr, c->members[i].id, c->members[i].peer_addr);
+    if (c->log_cb)
+        transport_set_log(&n->tr, c->log_cb, c->log_arg);
+    refresh_members(n); /* the flags, plus a snapshot's directory; dials the peers */
     uv_timer_init(loop, &n->tick);
     n->tick.data = n;
     n->n_handles_open++;
@@ -613,8 +721,8 @@ err_after_wal:
         wal_close(n->wal);
     n->wal = NULL;
 err_after_kv:
-    kv_free(n->kv);
-    n->kv = NULL;
+    machine_free(n->sm);
+    n->sm = NULL;
 err_after_snap:
     if (have_snap)
         snap_free(&snap);
@@ -678,6 +786,26 @@ int node_read(struct node *n, bool linearizable, node_read_cb cb, void *arg)
     return 0;
 }
 
+int node_change(struct node *n, enum raft_change_op op, uint32_t id, node_apply_cb cb, void *arg)
+{
+    if (n->stopping)
+        return NODE_ESTOPPED;
+    if (n->n_props >= NODE_PENDING_MAX)
+        return NODE_EFULL;
+    if (!cc_grow((void **)&n->props, &n->cap_props, n->n_props + 1, sizeof(*n->props)))
+        return NODE_EFULL;
+    uint64_t index = 0;
+    int rv = raft_change(n->raft, op, id, &index);
+    if (rv == RAFT_ENOTLEADER)
+        return NODE_ENOTLEADER;
+    if (rv != 0)
+        return rv;
+    n->props[n->n_props++] =
+        (struct pending_prop){.index = index, .term = raft_term(n->raft), .cb = cb, .arg = arg};
+    schedule_flush(n);
+    return 0;
+}
+
 void node_cancel(struct node *n, void *arg)
 {
     uint32_t keep = 0;
@@ -707,7 +835,7 @@ static void node_free(struct node *n)
     if (n->wal)
         wal_close(n->wal);
     raft_free(n->raft);
-    kv_free(n->kv);
+    machine_free(n->sm);
     free(n);
 }
 

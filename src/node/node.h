@@ -5,8 +5,9 @@
  * it to propose a KV command or to make a read safe, and get a callback on the loop
  * thread when that happened:
  *
- *   node_propose(n, cmd, len, cb, arg)   leader only; cb(status, kv_result) after the
- *                                        command is committed and applied here
+ *   node_propose(n, cmd, len, cb, arg)   leader only; cb(status, sm_result) after the
+ *                                        command is committed and applied here (cb may
+ *                                        be NULL: fire-and-forget)
  *   node_read(n, linearizable, cb, arg)  cb(status) once the local state machine may be
  *                                        read: after a batched ReadIndex round
  *                                        (linearizable) or at once (serializable)
@@ -29,12 +30,14 @@
 
 #include "raft/raft.h"
 #include "sm/kv.h"
+#include "sm/machine.h"
 
 #define NODE_NAME_BYTES    64    /* member names: short, printable */
 #define NODE_ADDR_BYTES    262   /* "host:port" + NUL, as TRANSPORT_ADDR_BYTES_MAX */
 #define NODE_PATH_BYTES    4096  /* data directory */
 #define NODE_PENDING_MAX   65536 /* proposals + reads waiting on one node: bounds memory */
 #define NODE_SNAPSHOT_KEEP 2     /* snapshot files kept; the WAL is kept back to the oldest */
+#define NODE_MEMBERS_MAX   MEMBERS_MAX /* flag members + directory entries known */
 
 enum {
     NODE_ENOTLEADER = -1801, /* propose on a follower: forward to node_leader_http() */
@@ -74,7 +77,8 @@ struct node_config {
 void node_config_default(struct node_config *c);
 
 struct node;
-typedef void (*node_apply_cb)(void *arg, int status, const struct kv_result *res);
+/* res is NULL unless status is 0 or a state machine error; for node_change it is NULL. */
+typedef void (*node_apply_cb)(void *arg, int status, const struct sm_result *res);
 typedef void (*node_read_cb)(void *arg, int status);
 
 int node_start(uv_loop_t *loop, const struct node_config *c, struct node **out, char *msg,
@@ -83,11 +87,19 @@ void node_stop(struct node *n);
 
 int node_propose(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb cb, void *arg);
 int node_read(struct node *n, bool linearizable, node_read_cb cb, void *arg);
+/* A membership change (raft_change): cb(status, NULL) once the configuration entry is
+ * applied here, or with NODE_ELOST / NODE_EUNKNOWN as for proposals. Leader only. */
+int node_change(struct node *n, enum raft_change_op op, uint32_t id, node_apply_cb cb, void *arg);
 void node_cancel(struct node *n, void *arg);
 
 struct kv *node_kv(struct node *n);
 struct raft *node_raft(struct node *n);
-const struct node_member *node_member(const struct node *n, uint32_t id); /* NULL = unknown */
+/* Members by id: the --member flags, completed by the replicated directory. NULL when
+ * unknown. node_members_gen() changes whenever the table does. */
+const struct node_member *node_member(const struct node *n, uint32_t id);
+const struct node_member *node_member_by_name(const struct node *n, const char *name);
+uint64_t node_members_gen(const struct node *n);
+const struct members *node_directory(const struct node *n); /* the replicated part */
 const struct node_member *node_self(const struct node *n);
 
 struct node_stats {

@@ -1,0 +1,69 @@
+/* api_internal.h -- what the API's source files share: the api object and the pending
+ * request ("op") machinery. Not for use outside src/api/.
+ *
+ * An op is one answered-later request: created by api_op_new() (starts its timeout and
+ * watches for the client going away), finished by exactly one api_op_done() after the
+ * request was answered. Node callbacks check o->finished first: a timeout or a vanished
+ * client may have answered already.
+ */
+#ifndef CC_API_API_INTERNAL_H
+#define CC_API_API_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "api/http.h"
+#include "node/node.h"
+#include "sm/members.h"
+
+#define API_WRITE_TIMEOUT_MS 10000 /* a write unanswered by then: 504, outcome unknown */
+#define API_READ_TIMEOUT_MS 5000   /* a ReadIndex round unanswered by then: 503 */
+#define API_PUBLISH_MS 1000        /* how often the leader checks the member directory */
+
+struct api {
+    uv_loop_t *loop;
+    struct node *node;
+    uint64_t n_requests;
+    uv_timer_t publish_timer; /* members_api_publish_tick */
+    bool publishing;          /* a directory update from the tick is in flight */
+    bool closing;             /* api_free ran: free once the timer and calls are done */
+    bool timer_closed;
+    uint32_t n_calls;         /* forward_call()s in flight, each holding a */
+};
+/* A forward_call holding a returned: frees a if it was the last thing api_free waits for. */
+void api_call_finished(struct api *a);
+
+enum op_kind { OP_PUT, OP_DELETE, OP_GET, OP_TXN, OP_COMPACT, OP_MEMBER };
+
+struct op {
+    struct api *api;
+    struct http_req *req;
+    enum op_kind kind;
+    uv_timer_t timer;
+    bool finished; /* the request has been answered */
+    bool timer_closed;
+    /* GET parameters, kept for the read callback */
+    uint8_t *key;
+    uint32_t key_len;
+    bool prefix, raw, keys_only, count_only;
+    uint64_t limit;
+    int64_t revision;
+    /* OP_MEMBER: the change in progress */
+    struct members_entry member;
+    int member_op; /* enum raft_change_op */
+};
+
+struct op *api_op_new(struct api *a, struct http_req *req, enum op_kind kind);
+void api_op_done(struct op *o);
+/* Answers a node/raft error; NODE_ENOTLEADER forwards the request to the leader. */
+void api_respond_node_error(struct api *a, struct http_req *req, int rv);
+
+/* members_api.c */
+void members_api_add(struct api *a, struct http_req *req);
+void members_api_remove(struct api *a, struct http_req *req, const char *name);
+void members_api_promote(struct api *a, struct http_req *req, const char *name);
+void members_api_publish(struct api *a, struct http_req *req, const char *name);
+void members_api_publish_tick(struct api *a);
+
+#endif /* CC_API_API_INTERNAL_H */
