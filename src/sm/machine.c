@@ -159,6 +159,7 @@ int machine_snapshot_decode(const uint8_t *buf, size_t n, struct machine **out)
     uint32_t seen = 0; /* bit per tag seen: a section may appear once */
     for (uint64_t i = 0; i < n_sections; i++) {
         uint64_t tag = 0, len = 0;
+        rv = SM_ECORRUPT;
         if (!le_read(&r, 1, &tag) || !le_read(&r, 8, &len) || r.n - r.off < len)
             goto err;
         const uint8_t *body = r.p + r.off;
