@@ -137,6 +137,30 @@ static bool json_str(json_t *j, const char *key, char *out, size_t cap, bool req
     return true;
 }
 
+/* Strict reconfiguration check (etcd's --strict-reconfig-check): a new voter counts as
+ * down until it has caught up, so the voters we heard from recently must still form a
+ * quorum of the larger configuration. Otherwise adding it would stall every write (a
+ * 1-node cluster adding a second voter needs both). Answers 409 and returns false. */
+static bool quorum_survives_add(struct api *a, struct http_req *req)
+{
+    struct raft *r = node_raft(a->node);
+    struct raft_progress_info pi[RAFT_SERVERS_MAX];
+    uint32_t n = raft_progress(r, pi, RAFT_SERVERS_MAX);
+    uint32_t voters = raft_config_n_voters(raft_config(r)), active = 1; /* the leader */
+    for (uint32_t i = 0; i < n; i++)
+        if (pi[i].role == RAFT_VOTER && pi[i].id != raft_id(r) && pi[i].recent_active)
+            active++;
+    uint32_t quorum = (voters + 1) / 2 + 1;
+    if (active >= quorum)
+        return true;
+    http_respond_error(req, 409, "would_lose_quorum",
+                       "with a new voter that has not caught up yet, %u of %u voters would be "
+                       "reachable, below the quorum of %u; add it with \"role\": \"learner\", "
+                       "start it, then promote it",
+                       active, voters + 1, quorum);
+    return false;
+}
+
 void members_api_add(struct api *a, struct http_req *req)
 {
     if (!leader_or_forward(a, req))
@@ -196,6 +220,8 @@ void members_api_add(struct api *a, struct http_req *req)
                            members_strerror(rv), MEMBERS_NAME_BYTES - 1);
         return;
     }
+    if (change == RAFT_ADD_VOTER && !quorum_survives_add(a, req))
+        return;
     struct op *o = api_op_new(a, req, OP_MEMBER);
     if (!o) {
         http_respond_error(req, 503, "no_memory", "out of memory");

@@ -3,6 +3,10 @@
  *   conclave cluster status            GET  /v1/cluster/members from the endpoint, then
  *                                      GET  /v1/cluster/status from every member
  *   conclave cluster members           GET  /v1/cluster/members
+ *   conclave cluster add NAME --peer HOST:PORT [--http HOST:PORT] [--learner] [--id N]
+ *                                      POST /v1/cluster/members
+ *   conclave cluster promote NAME      POST /v1/cluster/members/NAME/promote
+ *   conclave cluster remove NAME       DELETE /v1/cluster/members/NAME
  *   conclave cluster transfer [ID]     POST /v1/cluster/leader/transfer, then wait (at
  *                                      most CLUSTER_TRANSFER_WAIT_MS) until the
  *                                      endpoint sees the new leader
@@ -52,6 +56,11 @@ static const char cluster_usage_text[] =
     "verbs:\n"
     "  status           one row per member: name, role, leader, term, commit, applied\n"
     "  members          the members: id, name, role, peer and HTTP addresses\n"
+    "  add NAME --peer HOST:PORT [--http HOST:PORT] [--learner] [--id N]\n"
+    "                   add a member (a voter unless --learner); then start it with\n"
+    "                   `conclave serve --join --id <printed id> ...`\n"
+    "  promote NAME     make a learner a voter (refused until it has caught up)\n"
+    "  remove NAME      remove a member (the leader too: the others elect a new one)\n"
     "  transfer [ID]    hand leadership to member ID (default: the most up-to-date\n"
     "                   voter) and wait until it leads; --no-wait returns at once\n"
     "\n" CLIENT_GLOBAL_FLAGS_USAGE "\n"
@@ -317,6 +326,97 @@ static int cluster_cmd_transfer(const struct client_cli *cli, uint32_t to, bool 
     return CLIENT_EXIT_FAIL;
 }
 
+static const char *json_str_or(json_t *j, const char *key, const char *dflt)
+{
+    const char *v = json_string_value(json_object_get(j, key));
+    return v ? v : dflt;
+}
+
+/* add / promote / remove: one request, then one line (or the JSON reply). */
+static int cluster_cmd_change(const struct client_cli *cli, const char *what, const char *method,
+                              const char *target, const char *body)
+{
+    struct client_request req = {.method = method,
+                                 .target = target,
+                                 .content_type = body ? "application/json" : NULL,
+                                 .body = body,
+                                 .body_len = body ? strlen(body) : 0};
+    struct client_response resp;
+    int rv = client_cli_call(cli, what, &req, &resp);
+    if (rv != CLIENT_EXIT_OK)
+        return rv;
+    if (cli->json) {
+        client_cli_print_body(&resp);
+    } else {
+        json_t *j = json_loadb((const char *)resp.body, resp.body_len, 0, NULL);
+        printf("OK %s %s (id %" PRId64 ", role %s, peer %s, http %s)\n", what + 17,
+               json_str_or(j, "name", "?"), (int64_t)json_integer_value(json_object_get(j, "id")),
+               json_str_or(j, "role", "?"), json_str_or(j, "peer_addr", "?"),
+               json_str_or(j, "http_addr", ""));
+        json_decref(j);
+    }
+    client_response_free(&resp);
+    return CLIENT_EXIT_OK;
+}
+
+/* `add NAME --peer A [--http A] [--learner] [--id N]`: argv from the verb on. */
+static int cluster_cmd_add(const struct client_cli *cli, int argc, char **argv)
+{
+    const char *name = NULL, *peer = NULL, *http = "";
+    bool learner = false;
+    unsigned long long id = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(argv[i], "--peer") == 0 && v) {
+            peer = v;
+            i++;
+        } else if (strcmp(argv[i], "--http") == 0 && v) {
+            http = v;
+            i++;
+        } else if (strcmp(argv[i], "--id") == 0 && v) {
+            char *end = NULL;
+            id = strtoull(v, &end, 10);
+            if (v[0] < '0' || v[0] > '9' || *end || id == 0 || id > UINT32_MAX)
+                return cluster_usage_error("add", "--id must be 1..4294967295, not '%s'", v);
+            i++;
+        } else if (strcmp(argv[i], "--learner") == 0) {
+            learner = true;
+        } else if (argv[i][0] != '-' && !name) {
+            name = argv[i];
+        } else {
+            return cluster_usage_error("add", "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!name || !peer)
+        return cluster_usage_error("add", "%s", "needs NAME and --peer HOST:PORT");
+    json_t *b = json_pack("{s:s, s:s, s:s, s:s}", "name", name, "peer_addr", peer, "http_addr",
+                          http, "role", learner ? "learner" : "voter");
+    if (b && id)
+        json_object_set_new(b, "id", json_integer((json_int_t)id));
+    char *body = b ? json_dumps(b, JSON_COMPACT) : NULL;
+    json_decref(b);
+    if (!body) {
+        fprintf(stderr, "conclave cluster add: out of memory\n");
+        return CLIENT_EXIT_FAIL;
+    }
+    int rv = cluster_cmd_change(cli, "conclave cluster add", "POST", "/v1/cluster/members", body);
+    free(body);
+    return rv;
+}
+
+static int cluster_cmd_by_name(const struct client_cli *cli, const char *verb, const char *name)
+{
+    char esc[3 * 64 + 1];
+    char target[sizeof(esc) + 64];
+    if (strlen(name) > 63)
+        return cluster_usage_error(verb, "member names are at most 63 characters: '%s'", name);
+    client_escape(name, strlen(name), false, esc, sizeof(esc));
+    bool promote = strcmp(verb, "promote") == 0;
+    snprintf(target, sizeof(target), "/v1/cluster/members/%s%s", esc, promote ? "/promote" : "");
+    return cluster_cmd_change(cli, promote ? "conclave cluster promote" : "conclave cluster remove",
+                              promote ? "POST" : "DELETE", target, NULL);
+}
+
 /* ---- dispatch ---------------------------------------------------------------------- */
 
 int cli_cluster_main(int argc, char **argv)
@@ -332,6 +432,8 @@ int cli_cluster_main(int argc, char **argv)
         return CLIENT_EXIT_USAGE;
     }
     const char *verb = argv[1];
+    if (strcmp(verb, "add") == 0)
+        return cluster_cmd_add(&cli, argc, argv);
     bool wait = true;
     const char *pos = NULL;
     for (int i = 2; i < argc; i++) {
@@ -357,6 +459,11 @@ int cli_cluster_main(int argc, char **argv)
             return cluster_usage_error(verb, "ID must be a member id (1..4294967295), not '%s'",
                                        pos);
         return cluster_cmd_transfer(&cli, (uint32_t)id, wait);
+    }
+    if (strcmp(verb, "promote") == 0 || strcmp(verb, "remove") == 0) {
+        if (!pos)
+            return cluster_usage_error(verb, "%s", "needs the member's NAME");
+        return cluster_cmd_by_name(&cli, verb, pos);
     }
     if (pos)
         return cluster_usage_error(verb, "unexpected argument '%s'", pos);

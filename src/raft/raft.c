@@ -1779,7 +1779,9 @@ int raft_change(struct raft *r, enum raft_change_op op, uint32_t id, uint64_t *i
         if (role != RAFT_LEARNER)
             return RAFT_ECONFIG;
         const struct progress *p = progress_find(r, id);
-        if (!p || p->match + RAFT_PROMOTE_LAG_MAX < last_index(r))
+        /* A learner that never acknowledged anything (not started yet, wrong address)
+         * has match 0: promoting it would add a dead voter and could cost the quorum. */
+        if (!p || p->match == 0 || p->match + RAFT_PROMOTE_LAG_MAX < last_index(r))
             return RAFT_ECATCHUP;
         for (uint32_t i = 0; i < c.n_servers; i++)
             if (c.servers[i].id == id)

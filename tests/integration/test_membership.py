@@ -213,6 +213,17 @@ def test_membership_bad_requests(make_cluster):
         assert r.status_code == want, (r.request.method, r.request.url, r.request.body,
                                        r.status_code, r.text)
         assert "error" in r.json()
+    # strict reconfiguration: a 1-node cluster refuses a second voter that is not running
+    # (it would need both to commit anything), takes it as a learner, and refuses to
+    # promote a learner that never answered
+    r = post(url, {"name": "ghost", "peer_addr": "127.0.0.1:1"})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "would_lose_quorum", r.text
+    r = post(url, {"name": "ghost", "peer_addr": "127.0.0.1:1", "role": "learner"})
+    assert r.status_code == 201, r.text
+    r = post(url + "/ghost/promote")
+    assert r.status_code == 409, r.text
+    r = requests.delete(url + "/ghost", timeout=10)
+    assert r.status_code == 200, r.text
     # the node still serves
     assert c.put(1, "still", "here")["revision"] > 0
 
