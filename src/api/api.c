@@ -782,9 +782,42 @@ static void api_handle(struct http_req *req, void *arg)
                            http_method_name(req->method), (int)req->path_raw_len, req->path_raw);
 }
 
+static void on_auto_compacted(void *arg, int status, const struct sm_result *res)
+{
+    struct api *a = arg;
+    (void)status;
+    (void)res;
+    a->compacting = false;
+}
+
+/* Automatic compaction (node_config.compact_retain_revisions): the leader compacts
+ * everything older than the newest N revisions, once the history to drop is worth a
+ * command (API_COMPACT_SLACK_REVISIONS), one compaction in flight at a time. */
+static void auto_compact_tick(struct api *a)
+{
+    uint64_t retain = node_get_config(a->node)->compact_retain_revisions;
+    if (retain == 0 || a->compacting || raft_role(node_raft(a->node)) != RAFT_LEADER)
+        return;
+    const struct kv *kv = node_kv(a->node);
+    int64_t rev = kv_revision(kv);
+    int64_t target = rev - (int64_t)retain;
+    if (target < 1 || target - kv_compacted_revision(kv) < API_COMPACT_SLACK_REVISIONS)
+        return;
+    uint8_t *cmd = NULL;
+    size_t n = 0;
+    if (kvcmd_encode_compact(target, &cmd, &n) != 0)
+        return;
+    if (node_propose(a->node, cmd, n, on_auto_compacted, a) == 0) {
+        a->compacting = true;
+        a->n_auto_compactions++;
+    }
+    free(cmd);
+}
+
 static void on_publish_timer(uv_timer_t *t)
 {
     members_api_publish_tick(t->data);
+    auto_compact_tick(t->data);
 }
 
 int api_start(uv_loop_t *loop, struct node *node, const char *http_addr,

@@ -20,6 +20,7 @@
 #define API_WRITE_TIMEOUT_MS 10000 /* a write unanswered by then: 504, outcome unknown */
 #define API_READ_TIMEOUT_MS 5000   /* a ReadIndex round unanswered by then: 503 */
 #define API_PUBLISH_MS 1000        /* how often the leader checks the member directory */
+#define API_COMPACT_SLACK_REVISIONS 1000 /* auto-compact only when it drops this many */
 
 struct api {
     uv_loop_t *loop;
@@ -27,6 +28,8 @@ struct api {
     uint64_t n_requests;
     uv_timer_t publish_timer; /* members_api_publish_tick */
     bool publishing;          /* a directory update from the tick is in flight */
+    bool compacting;          /* an automatic compaction is in flight */
+    uint64_t n_auto_compactions;
     bool closing;             /* api_free ran: free once the timer and calls are done */
     bool timer_closed;
     uint32_t n_calls;         /* forward_call()s in flight, each holding a */

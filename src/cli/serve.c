@@ -41,6 +41,8 @@ static const char serve_usage[] =
     "  --log-format text|json   log lines on stderr (default text)\n"
     "  --log-level debug|info|warn|error  (default info)\n"
     "  --snapshot-every N     applied entries between snapshots (default 10000)\n"
+    "  --compact-retain N     keep the newest N revisions of history, compact older ones\n"
+    "                         automatically (default 100000; 0 = only POST /v1/compact)\n"
     "  --test-stale-reads     TEST ONLY: serve linearizable reads without ReadIndex (unsafe)\n"
     "example (3 nodes; run each with its own --name, --data-dir, --http and --peer):\n"
     "  conclave serve --name n1 --data-dir d1 --http 127.0.0.1:2479 --peer 127.0.0.1:2480 \\\n"
@@ -265,6 +267,9 @@ int cli_serve_main(int argc, char **argv)
             c.election_ticks = (uint32_t)num;
         } else if (strcmp(f, "--snapshot-every") == 0 && parse_u64(v, &num)) {
             c.snapshot_every = num;
+        } else if (strcmp(f, "--compact-retain") == 0 && parse_u64(v, &num) &&
+                   num <= INT64_MAX / 2) {
+            c.compact_retain_revisions = num;
         } else {
             fprintf(stderr, "conclave serve: bad flag or value: %s %s\n\n%s", f, v, serve_usage);
             return 2;

@@ -149,6 +149,12 @@ void node_config_default(struct node_config *c)
     c->tick_ms = 100;
     c->election_ticks = 10;
     c->snapshot_every = 10000;
+    c->compact_retain_revisions = 100000;
+}
+
+const struct node_config *node_get_config(const struct node *n)
+{
+    return &n->cfg;
 }
 
 const struct node_member *node_member(const struct node *n, uint32_t id)

@@ -64,6 +64,9 @@ struct node_config {
     uint32_t tick_ms;        /* one Raft tick */
     uint32_t election_ticks; /* election timeout in ticks */
     uint64_t snapshot_every; /* applied entries between state machine snapshots */
+    /* Automatic compaction: the leader keeps this many revisions of history and compacts
+     * older ones (0 = only on request, POST /v1/compact). */
+    uint64_t compact_retain_revisions;
     bool join;               /* start empty and wait to be added, instead of bootstrapping */
     /* TEST ONLY (serve --test-stale-reads): linearizable reads skip ReadIndex and read the
      * local state at once. Exists so the chaos suite can prove it catches stale reads. */
@@ -93,6 +96,7 @@ int node_change(struct node *n, enum raft_change_op op, uint32_t id, node_apply_
 void node_cancel(struct node *n, void *arg);
 
 struct kv *node_kv(struct node *n);
+const struct node_config *node_get_config(const struct node *n);
 struct raft *node_raft(struct node *n);
 /* Members by id: the --member flags, completed by the replicated directory. NULL when
  * unknown. node_members_gen() changes whenever the table does. */
