@@ -802,6 +802,13 @@ static int simfs_list_dir(struct env *env, const char *path, void *arg, env_list
     return rv;
 }
 
+static uint64_t simfs_mono_ms(struct env *env);
+
+static uint64_t simfs_mono_us(struct env *env)
+{
+    return simfs_mono_ms(env) * 1000u;
+}
+
 static uint64_t simfs_mono_ms(struct env *env)
 {
     struct simfs *fs = simfs__of(env);
@@ -893,6 +900,7 @@ static const struct env simfs__table = {
     .sync_dir = simfs_sync_dir,
     .list_dir = simfs_list_dir,
     .mono_ms = simfs_mono_ms,
+    .mono_us = simfs_mono_us,
     .wall_ms = simfs_wall_ms,
     .random_bytes = simfs_random_bytes,
 };

@@ -650,36 +650,6 @@ static void cluster_transfer(struct api *a, struct http_req *req)
 
 /* ==== health and metrics ======================================================== */
 
-static void metrics(struct api *a, struct http_req *req)
-{
-    struct raft *r = node_raft(a->node);
-    struct node_stats s;
-    node_get_stats(a->node, &s);
-    char buf[2048];
-    int n = snprintf(
-        buf, sizeof(buf),
-        "# HELP conclave_raft_term Current Raft term.\n# TYPE conclave_raft_term gauge\n"
-        "conclave_raft_term %llu\n"
-        "# HELP conclave_raft_is_leader 1 if this node is the leader.\n"
-        "# TYPE conclave_raft_is_leader gauge\nconclave_raft_is_leader %d\n"
-        "# TYPE conclave_raft_commit_index gauge\nconclave_raft_commit_index %llu\n"
-        "# TYPE conclave_raft_applied_index gauge\nconclave_raft_applied_index %llu\n"
-        "# TYPE conclave_proposals_total counter\nconclave_proposals_total %llu\n"
-        "# TYPE conclave_reads_total counter\nconclave_reads_total %llu\n"
-        "# TYPE conclave_storage_batches_total counter\nconclave_storage_batches_total %llu\n"
-        "# TYPE conclave_snapshots_taken_total counter\nconclave_snapshots_taken_total %llu\n"
-        "# TYPE conclave_leader_changes_total counter\nconclave_leader_changes_total %llu\n"
-        "# TYPE conclave_kv_revision gauge\nconclave_kv_revision %lld\n"
-        "# TYPE conclave_http_requests_total counter\nconclave_http_requests_total %llu\n",
-        (unsigned long long)raft_term(r), raft_role(r) == RAFT_LEADER,
-        (unsigned long long)raft_commit(r), (unsigned long long)raft_applied(r),
-        (unsigned long long)s.proposals, (unsigned long long)s.reads,
-        (unsigned long long)s.storage_batches, (unsigned long long)s.snapshots_taken,
-        (unsigned long long)s.leader_changes, (long long)kv_revision(node_kv(a->node)),
-        (unsigned long long)a->n_requests);
-    http_respond(req, 200, "text/plain; version=0.0.4", buf, (size_t)n);
-}
-
 static void readyz(struct api *a, struct http_req *req)
 {
     uint32_t leader = raft_leader(node_raft(a->node));
@@ -772,7 +742,7 @@ static void api_handle(struct http_req *req, void *arg)
     else if (path_is(req, "/v1/cluster/leader/transfer") && req->method == HTTP_POST)
         cluster_transfer(a, req);
     else if (path_is(req, "/metrics"))
-        metrics(a, req);
+        api_metrics(a, req);
     else if (path_is(req, "/healthz"))
         http_respond(req, 200, "text/plain", "ok\n", 3);
     else if (path_is(req, "/readyz"))
@@ -835,6 +805,7 @@ int api_start(uv_loop_t *loop, struct node *node, const char *http_addr,
         free(a);
         return rv;
     }
+    http_server_set_access_log(*srv_out, api_metrics_observe, a);
     uv_timer_init(loop, &a->publish_timer);
     a->publish_timer.data = a;
     uv_timer_start(&a->publish_timer, on_publish_timer, API_PUBLISH_MS, API_PUBLISH_MS);

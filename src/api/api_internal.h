@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "api/http.h"
+#include "base/histogram.h"
 #include "node/node.h"
 #include "sm/members.h"
 
@@ -21,6 +22,8 @@
 #define API_READ_TIMEOUT_MS 5000   /* a ReadIndex round unanswered by then: 503 */
 #define API_PUBLISH_MS 1000        /* how often the leader checks the member directory */
 #define API_COMPACT_SLACK_REVISIONS 1000 /* auto-compact only when it drops this many */
+
+#define API_PATH_CLASSES 8 /* /v1/kv, /v1/txn, /v1/compact, /v1/cluster, /metrics, health, other, /v1/watch */
 
 struct api {
     uv_loop_t *loop;
@@ -30,6 +33,9 @@ struct api {
     bool publishing;          /* a directory update from the tick is in flight */
     bool compacting;          /* an automatic compaction is in flight */
     uint64_t n_auto_compactions;
+    /* per path class (metrics.c): requests by status class, and latency */
+    uint64_t http_by_code[API_PATH_CLASSES][5]; /* 1xx..5xx */
+    struct hist http_latency[API_PATH_CLASSES];
     bool closing;             /* api_free ran: free once the timer and calls are done */
     bool timer_closed;
     uint32_t n_calls;         /* forward_call()s in flight, each holding a */
@@ -61,6 +67,10 @@ struct op *api_op_new(struct api *a, struct http_req *req, enum op_kind kind);
 void api_op_done(struct op *o);
 /* Answers a node/raft error; NODE_ENOTLEADER forwards the request to the leader. */
 void api_respond_node_error(struct api *a, struct http_req *req, int rv);
+
+/* metrics.c: GET /metrics, and the access-log hook that counts every request */
+void api_metrics(struct api *a, struct http_req *req);
+void api_metrics_observe(void *arg, const struct http_access *e);
 
 /* members_api.c */
 void members_api_add(struct api *a, struct http_req *req);

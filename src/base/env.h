@@ -85,6 +85,7 @@ struct env {
 
     /* clock and randomness */
     uint64_t (*mono_ms)(struct env *env); /* monotonic, for timeouts */
+    uint64_t (*mono_us)(struct env *env); /* monotonic, for latency metrics */
     uint64_t (*wall_ms)(struct env *env); /* Unix epoch, for humans only */
     int (*random_bytes)(struct env *env, void *buf, size_t n);
 };

@@ -252,6 +252,14 @@ static uint64_t env_posix__clock_ms(clockid_t id)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+static uint64_t env_posix_mono_us(struct env *env)
+{
+    (void)env;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static uint64_t env_posix_mono_ms(struct env *env)
 {
     return env_posix__clock_ms(CLOCK_MONOTONIC);
@@ -306,6 +314,7 @@ static struct env env_posix__table = {
     .sync_dir = env_posix_sync_dir,
     .list_dir = env_posix_list_dir,
     .mono_ms = env_posix_mono_ms,
+    .mono_us = env_posix_mono_us,
     .wall_ms = env_posix_wall_ms,
     .random_bytes = env_posix_random_bytes,
 };

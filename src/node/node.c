@@ -200,6 +200,16 @@ void node_get_stats(const struct node *n, struct node_stats *out)
     *out = n->stats;
 }
 
+void node_storage_stats(const struct node *n, struct storage_stats *out)
+{
+    storage_get_stats(n->st, out);
+}
+
+int node_peer_stats(const struct node *n, uint32_t id, struct transport_peer_stats *out)
+{
+    return transport_peer_stats(&n->tr, id, out);
+}
+
 static void schedule_flush(struct node *n);
 static void refresh_members(struct node *n);
 

@@ -28,7 +28,9 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "node/transport.h"
 #include "raft/raft.h"
+#include "storage/storage_thread.h"
 #include "sm/kv.h"
 #include "sm/machine.h"
 
@@ -113,5 +115,8 @@ struct node_stats {
     uint64_t leader_changes;
 };
 void node_get_stats(const struct node *n, struct node_stats *out);
+void node_storage_stats(const struct node *n, struct storage_stats *out);
+/* 0, or TRANSPORT_ENOPEER for ids we do not dial */
+int node_peer_stats(const struct node *n, uint32_t id, struct transport_peer_stats *out);
 
 #endif /* CC_NODE_NODE_H */

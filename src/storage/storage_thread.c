@@ -193,7 +193,11 @@ static void storage__process(struct storage *s, struct storage_item *list, struc
     }
     int sync_rv = 0;
     if (n_written > 0 && !s->fatal) {
+        struct env *env = wal_env(w);
+        uint64_t t0 = env->mono_us ? env->mono_us(env) : 0;
         sync_rv = wal_sync(w, NULL, NULL);
+        if (env->mono_us)
+            hist_observe(&st->sync_us, env->mono_us(env) - t0);
         s->fatal = storage__is_fatal(sync_rv);
         s->failed = s->failed != 0 ? s->failed : sync_rv;
         st->n_syncs += sync_rv == 0;
@@ -240,6 +244,7 @@ static void *storage__main(void *arg)
         s->stats.n_syncs = st.n_syncs;
         s->stats.n_groups = st.n_groups;
         s->stats.max_group = st.max_group;
+        s->stats.sync_us = st.sync_us;
         for (struct storage_item *it = list; it != NULL; it = it->next) {
             CC_ASSERT(s->n_ring < STORAGE_INFLIGHT_MAX);
             s->ring[(s->ring_head + s->n_ring) % STORAGE_INFLIGHT_MAX] = it->done;

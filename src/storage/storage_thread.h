@@ -34,6 +34,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "base/histogram.h"
 #include "storage/wal.h"
 
 /* ---- limits ----------------------------------------------------------------------- */
@@ -77,6 +78,7 @@ struct storage_stats {
     uint64_t n_syncs;   /* fdatasyncs that sealed batches */
     uint64_t n_groups;  /* drains of the queue that wrote something */
     uint64_t max_group; /* most batches in one drain */
+    struct hist sync_us; /* wal_sync (fdatasync) latency */
 };
 
 /* ---- API -------------------------------------------------------------------------- */

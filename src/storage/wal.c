@@ -1489,6 +1489,11 @@ uint64_t wal_last_term(const struct wal *w)
     return wal__st_last_term(&w->st);
 }
 
+struct env *wal_env(const struct wal *w)
+{
+    return w->env;
+}
+
 uint64_t wal_durable_index(const struct wal *w)
 {
     return w->durable_index;

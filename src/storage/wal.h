@@ -224,6 +224,7 @@ void wal_close(struct wal *w);
 uint64_t wal_last_index(const struct wal *w);
 uint64_t wal_last_term(const struct wal *w);
 uint64_t wal_durable_index(const struct wal *w);
+struct env *wal_env(const struct wal *w); /* the env table it does IO through */
 uint64_t wal_durable_term(const struct wal *w);
 /* Term of the entry at index (0 if unknown or not in the log). */
 uint64_t wal_term_at(const struct wal *w, uint64_t index);

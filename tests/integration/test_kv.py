@@ -450,6 +450,20 @@ def test_metrics_health_and_status(single):
     assert m and int(m.group(1)) >= 1, r.text
     assert re.search(r"^conclave_raft_is_leader 1$", r.text, re.M), r.text
     assert re.search(r"^# TYPE conclave_raft_term gauge$", r.text, re.M)
+    # histograms: WAL fsync (every write synced at least once by now) and per path
+    count = re.search(r"^conclave_wal_fsync_seconds_count (\d+)$", r.text, re.M)
+    assert count and int(count.group(1)) >= 1, r.text
+    inf = re.search(r'^conclave_wal_fsync_seconds_bucket\{le="\+Inf"\} (\d+)$', r.text, re.M)
+    assert inf and inf.group(1) == count.group(1)
+    assert re.search(r'^conclave_http_requests_total\{path="[^"]+",code="2xx"\} \d+$',
+                     r.text, re.M), r.text  # at least the /readyz probes
+    assert re.search(r'^conclave_http_request_seconds_bucket\{path="[^"]+",le="0.001"\} \d+$',
+                     r.text, re.M), r.text
+    # every sample line is `name{labels} value`: the format Prometheus parses
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            assert re.match(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [0-9.e+-]+$',
+                            line), line
     assert requests.get(f"{single.url(1)}/healthz", timeout=T).text == "ok\n"
     assert requests.get(f"{single.url(1)}/readyz", timeout=T).status_code == 200
     s = single.status(1)
