@@ -69,7 +69,7 @@ endif
 ALL_CPPFLAGS := -Isrc -Isim -Iinclude -D_POSIX_C_SOURCE=200809L $(CPPFLAGS)
 ALL_CFLAGS   := -std=c17 $(OPT) $(WARN) -pthread $(CFLAGS) $(EXTRA_CFLAGS)
 ALL_LDFLAGS  := -pthread $(SAN_LDFLAGS) $(LDFLAGS)
-ALL_LDLIBS   := $(LDLIBS) -luv -lhttp_parser -ljansson -lm
+ALL_LDLIBS   := $(LDLIBS) -luv -lhttp_parser -ljansson -lcrypto -lm
 
 ifeq ($(V),1)
 Q :=
