@@ -6,6 +6,8 @@
 #   make test         install deps, build build/asan/ (ASan+UBSan), run scripts/run-tests.sh
 #   make bench        time the simulator, then Conclave vs etcd (scripts/bench.sh)
 #   make soak         MINUTES=N of simulator seeds on the release build
+#   make chaos        MINUTES=N WORKLOAD=register NEMESIS=kill|pause|partition|mixed against
+#                     real servers; histories and summary in build/chaos/<timestamp>/
 #   make sim-mutants  build each RAFT_MUTANT_* and check the simulator catches it
 #   make fuzz         build tests/fuzz/fuzz_*.c with libFuzzer, run each FUZZ_SECONDS
 #   make fmt | lint | clean
@@ -158,7 +160,7 @@ test:
 	$(MAKE) B=build/asan SAN=asan all
 	@scripts/run-tests.sh build/asan
 
-bench: all $(B)/bench/physlimits
+bench: all $(B)/bench/physlimits $(B)/bench/wal_bench
 	@scripts/deps.sh
 	@scripts/bench.sh $(B)
 
@@ -167,11 +169,29 @@ $(B)/bench/physlimits: bench/physlimits.c $(B)/.flags
 	@mkdir -p $(@D)
 	$(call say,CC,$<)$(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
 
+# bench/wal_bench.c: the WAL against the bare fdatasync rate (issue #3, docs/bench.md).
+$(B)/bench/wal_bench: $(call obj,bench/wal_bench.c) $(LIBCONCLAVE)
+	@mkdir -p $(@D)
+	$(call link)
+-include $(B)/obj/bench/wal_bench.d
+
 need_sim = @test -x $(B)/conclave-sim || { echo "$@: $(B)/conclave-sim is not built (no sim/main.c yet)" >&2; exit 1; }
 
 soak: all
 	$(need_sim)
 	$(B)/conclave-sim --soak-minutes $(MINUTES) --jobs 2
+
+# Jepsen-style chaos run of $(B)/conclave (tests/chaos/README.md); exits 1 on an anomaly.
+# RATE=N caps the clients at N ops/s in all (default: as fast as they go).
+WORKLOAD ?= register
+NEMESIS  ?= mixed
+NODES    ?= 3
+.PHONY: chaos
+chaos: all
+	@scripts/deps.sh
+	CONCLAVE_BIN=$(B)/conclave /usr/bin/python3 tests/chaos/harness.py --minutes $(MINUTES) \
+	    --workload $(WORKLOAD) --nemesis $(NEMESIS) --nodes $(NODES) --out build/chaos \
+	    $(if $(RATE),--rate $(RATE))
 
 sim-mutants: $(MUTANT_BUILDS)
 	@scripts/sim-mutants.sh $(MUTANTS)

@@ -4,6 +4,8 @@ A Cluster is 1 or 3 (any n) members in one temp dir: member i (1-based, also its
 id) has its data in <root>/n<i>/data, its combined stdout+stderr in <root>/n<i>/log,
 and an HTTP and a peer port picked free on 127.0.0.1. Members can be killed (-9),
 paused (SIGSTOP), resumed (SIGCONT) and restarted with the same flags and data.
+addr_overrides lets each member dial every other one at its own address (per member,
+per peer), e.g. through the chaos suite's fault proxy; by default all use the real ones.
 
 Every wait here is bounded in time (and so in count); helpers raise AssertionError with
 what they saw when the deadline passes, so a test fails instead of hanging.
@@ -136,7 +138,7 @@ class Member:
                 "--peer", self.peer_addr, "--tick-ms", str(c.tick_ms)]
         if len(c.members) > 1:
             for m in c.members:
-                args += ["--member", f"{m.id},{m.name},{m.peer_addr},{m.http_addr}"]
+                args += ["--member", c.member_spec(self, m)]
         return args + list(c.extra_args)
 
     def spawn(self):
@@ -171,7 +173,8 @@ class Member:
 
 
 class Cluster:
-    def __init__(self, root, n=1, binary=None, tick_ms=50, extra_args=(), http_timeout=5.0):
+    def __init__(self, root, n=1, binary=None, tick_ms=50, extra_args=(), http_timeout=5.0,
+                 addr_overrides=None):
         assert n >= 1
         self.root = str(root)
         self.binary = binary or default_binary()
@@ -179,6 +182,10 @@ class Cluster:
         self.tick_ms = tick_ms
         self.extra_args = tuple(extra_args)
         self.http_timeout = http_timeout
+        # (viewer id, member id) -> (peer addr or None, http addr or None): what `viewer`
+        # is told to dial for that member instead of its real addresses (a fault proxy, see
+        # tests/chaos/proxy.py). May be filled in after __init__, before start().
+        self.addr_overrides = dict(addr_overrides or {})
         ports = free_ports(2 * n)
         self.members = []
         for i in range(n):
@@ -197,6 +204,15 @@ class Cluster:
     @property
     def urls(self):
         return [m.url for m in self.members]
+
+    def member_spec(self, viewer, m):
+        """The --member entry `viewer` starts with for member m: m's real addresses unless
+        addr_overrides redirects viewer's traffic to m. m itself always listens on its real
+        --peer/--http (those flags win over its own entry), so its own entry is never
+        redirected."""
+        peer, http = (None, None) if viewer.id == m.id else \
+            self.addr_overrides.get((viewer.id, m.id), (None, None))
+        return f"{m.id},{m.name},{peer or m.peer_addr},{http or m.http_addr}"
 
     def running(self):
         return [m for m in self.members if m.state == "running"]
