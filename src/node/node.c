@@ -307,7 +307,7 @@ static void apply_entry(struct node *n, const struct raft_entry *e)
         return;
     }
     struct sm_result res;
-    machine_apply(n->sm, e->bytes, e->n_bytes, &res);
+    machine_apply(n->sm, e->bytes, e->n_bytes, e->index, &res);
     if (res.tag == SM_TAG_MEMBERS && res.err == 0)
         refresh_members(n);
     finish_props(n, e->index, e->term, &res, false);

@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     uint64_t before = machine_digest(fresh);
     struct sm_result res;
-    machine_apply(fresh, data, size, &res);
+    machine_apply(fresh, data, size, 1, &res);
     if (res.err != 0)
         CC_ASSERT(machine_digest(fresh) == before);
     sm_result_free(&res);

@@ -133,7 +133,7 @@ static struct machine *machine_with_data(void)
     size_t n = 0;
     assert_int_equal(kvcmd_encode_put(&put, &cmd, &n), 0);
     struct sm_result res;
-    machine_apply(m, cmd, n, &res);
+    machine_apply(m, cmd, n, 1, &res);
     assert_int_equal(res.tag, SM_TAG_KV);
     assert_int_equal(res.err, 0);
     assert_int_equal(res.kv.revision, 2);
@@ -142,7 +142,7 @@ static struct machine *machine_with_data(void)
     uint8_t buf[MEMBERS_CMD_BYTES_MAX];
     struct members_entry e = entry(2, "n2", "127.0.0.1:2", "127.0.0.1:20");
     assert_int_equal(members_encode_set(&e, buf, sizeof(buf), &n), 0);
-    machine_apply(m, buf, n, &res);
+    machine_apply(m, buf, n, 2, &res);
     assert_int_equal(res.tag, SM_TAG_MEMBERS);
     assert_int_equal(res.err, 0);
     sm_result_free(&res);
@@ -157,9 +157,9 @@ static void test_machine_dispatch(void **state)
     struct sm_result res;
     uint8_t unknown[] = {0x7f, 1, 2};
     uint64_t before = machine_digest(m);
-    machine_apply(m, unknown, sizeof(unknown), &res);
+    machine_apply(m, unknown, sizeof(unknown), 3, &res);
     assert_int_equal(res.err, SM_EUNKNOWNTAG);
-    machine_apply(m, unknown, 0, &res);
+    machine_apply(m, unknown, 0, 4, &res);
     assert_int_equal(res.err, SM_EUNKNOWNTAG);
     assert_true(machine_digest(m) == before);
     assert_string_equal(sm_strerror(SM_EUNKNOWNTAG), "command for an unknown state machine");
@@ -188,7 +188,7 @@ static void test_machine_snapshot(void **state)
     /* a repeated section and an unknown one */
     uint8_t *twice = malloc(n + 9 + 4);
     memcpy(twice, img, n);
-    twice[4] = 3; /* n_sections */
+    twice[4] = 6; /* n_sections: one more than written */
     twice[n] = SM_TAG_MEMBERS;
     memset(twice + n + 1, 0, 8);
     twice[n + 1] = 4;
@@ -209,6 +209,103 @@ static void test_machine_snapshot(void **state)
     machine_free(m);
 }
 
+static void apply_ok(struct machine *m, const uint8_t *cmd, size_t n, uint64_t index,
+                     struct sm_result *res)
+{
+    machine_apply(m, cmd, n, index, res);
+    assert_int_equal(res->err, 0);
+}
+
+static void put_with_lease(struct machine *m, const char *key, int64_t lease, uint64_t index,
+                           int want)
+{
+    struct kv_put_req put = {.key = (const uint8_t *)key, .key_len = (uint32_t)strlen(key),
+                             .value = (const uint8_t *)"v", .value_len = 1, .lease = lease};
+    uint8_t *cmd = NULL;
+    size_t n = 0;
+    assert_int_equal(kvcmd_encode_put(&put, &cmd, &n), 0);
+    struct sm_result res;
+    machine_apply(m, cmd, n, index, &res);
+    assert_int_equal(res.err, want);
+    sm_result_free(&res);
+    free(cmd);
+}
+
+static void acquire(struct machine *m, const char *owner, int64_t lease, uint64_t req,
+                    uint64_t index, struct sm_result *res)
+{
+    struct lock_cmd c = {.type = LOCK_CMD_ACQUIRE, .kind = LOCK_KIND_MUTEX,
+                         .mode = LOCK_MODE_EXCLUSIVE, .flags = LOCK_ACQUIRE_WAIT, .lease = lease,
+                         .request_id = req, .name = (const uint8_t *)"L", .name_len = 1,
+                         .owner = (const uint8_t *)owner, .owner_len = (uint16_t)strlen(owner)};
+    uint8_t buf[LOCK_CMD_BYTES_MAX];
+    size_t n = 0;
+    assert_int_equal(lock_encode(&c, buf, sizeof(buf), &n), 0);
+    apply_ok(m, buf, n, index, res);
+}
+
+/* A lease's death deletes its keys (one revision, events for watchers) and hands its
+ * lock to the next waiter; puts may only name live leases; all survives a snapshot. */
+static void test_lease_death_across_kv_and_locks(void **state)
+{
+    struct machine *m = NULL;
+    assert_int_equal(machine_new(&m), 0);
+    uint8_t buf[64];
+    size_t n = 0;
+    struct sm_result res;
+    assert_int_equal(lease_encode_grant(0, 5000, buf, sizeof(buf), &n), 0);
+    apply_ok(m, buf, n, 1, &res);
+    int64_t l1 = res.lease.id;
+    sm_result_free(&res);
+    apply_ok(m, buf, n, 2, &res);
+    int64_t l2 = res.lease.id;
+    sm_result_free(&res);
+    assert_true(l1 != l2);
+    put_with_lease(m, "a", l1, 3, 0);
+    put_with_lease(m, "b", l1, 4, 0);
+    put_with_lease(m, "c", 9999, 5, LEASE_ENOTFOUND); /* no such lease: nothing changes */
+    assert_int_equal(kv_revision(machine_kv(m)), 3);
+    acquire(m, "alice", l1, 1, 6, &res);
+    assert_int_equal(res.lock.status, LOCK_GRANTED);
+    uint64_t t1 = res.lock.token;
+    sm_result_free(&res);
+    acquire(m, "bob", l2, 2, 7, &res);
+    assert_int_equal(res.lock.status, LOCK_QUEUED);
+    sm_result_free(&res);
+
+    /* snapshot in the middle: the copy must behave the same */
+    uint8_t *img = NULL;
+    size_t img_len = 0;
+    assert_int_equal(machine_snapshot_encode(m, &img, &img_len), 0);
+    struct machine *copy = NULL;
+    assert_int_equal(machine_snapshot_decode(img, img_len, &copy), 0);
+    assert_true(machine_digest(copy) == machine_digest(m));
+    free(img);
+
+    struct machine *both[2] = {m, copy};
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(lease_encode_expire(l1, 1, buf, sizeof(buf), &n), 0);
+        apply_ok(both[k], buf, n, 8, &res);
+        assert_true(res.lease.expired);
+        assert_int_equal(res.kv.n_events, 2); /* a and b, one revision */
+        assert_int_equal(kv_revision(machine_kv(both[k])), 4);
+        bool lost = false, granted = false;
+        for (uint32_t i = 0; i < res.lock.n_events; i++) {
+            const struct lock_event *e = &res.lock.events[i];
+            lost = lost || (e->type == LOCK_EV_LOST && e->token == t1);
+            granted = granted || (e->type == LOCK_EV_GRANTED && e->request_id == 2 &&
+                                  e->token > t1);
+        }
+        assert_true(lost);
+        assert_true(granted);
+        sm_result_free(&res);
+        put_with_lease(both[k], "d", l1, 9, LEASE_ENOTFOUND); /* dead lease */
+    }
+    assert_true(machine_digest(copy) == machine_digest(m));
+    machine_free(copy);
+    machine_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -218,6 +315,7 @@ int main(void)
         cmocka_unit_test(test_command_strictness),
         cmocka_unit_test(test_machine_dispatch),
         cmocka_unit_test(test_machine_snapshot),
+        cmocka_unit_test(test_lease_death_across_kv_and_locks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
