@@ -29,6 +29,7 @@
 #include "base/assert.h"
 #include "base/grow.h"
 #include "base/env.h"
+#include "node/lease_timer.h"
 #include "node/transport.h"
 #include "sm/machine.h"
 #include "storage/snap.h"
@@ -43,6 +44,15 @@ struct pending_prop {
     uint64_t index, term;
     node_apply_cb cb;
     void *arg;
+};
+
+/* A keepalive waiting for its ReadIndex round; in a list so node_cancel can reach it. */
+struct pending_keepalive {
+    struct node *node;
+    int64_t lease;
+    node_keepalive_cb cb; /* NULL once cancelled */
+    void *arg;
+    struct pending_keepalive *prev, *next;
 };
 
 struct pending_read {
@@ -96,6 +106,15 @@ struct node {
     uint32_t n_dialed;
     struct raft_config dialed_for; /* configuration the dialed set was computed for */
     uint64_t members_gen;          /* bumped whenever members[] changes */
+
+    /* observers of applied commands (watch hub, lock waiters): node_observe */
+    struct node_observer observers[NODE_OBSERVERS_MAX];
+    uint32_t n_observers;
+
+    /* leases: deadlines kept by the leader only (node/lease_timer.h) */
+    struct lease_timer *lease_timer;
+    bool leading; /* raft_role() was LEADER at the last flush */
+    struct pending_keepalive *keepalives; /* list head */
 
     uint64_t snap_index; /* of the newest state machine snapshot on disk */
     uint32_t last_leader;
@@ -310,7 +329,17 @@ static void apply_entry(struct node *n, const struct raft_entry *e)
     machine_apply(n->sm, e->bytes, e->n_bytes, e->index, &res);
     if (res.tag == SM_TAG_MEMBERS && res.err == 0)
         refresh_members(n);
+    if (res.tag == SM_TAG_LEASE && res.err == 0) {
+        if (res.lease.type == LEASE_CMD_GRANT)
+            lease_timer_on_grant(n->lease_timer, res.lease.id, res.lease.ttl_ms, e->index,
+                                 uv_now(n->loop));
+        else
+            lease_timer_on_revoke(n->lease_timer, res.lease.id);
+    }
     finish_props(n, e->index, e->term, &res, false);
+    for (uint32_t i = 0; i < n->n_observers; i++)
+        if (n->observers[i].applied_cb)
+            n->observers[i].applied_cb(n->observers[i].arg, &res);
     sm_result_free(&res);
 }
 
@@ -353,6 +382,12 @@ static void install_snapshot(struct node *n, const struct raft_snapshot *s)
     machine_free(n->sm);
     n->sm = fresh;
     refresh_members(n);
+    if (lease_timer_active(n->lease_timer)) /* restart countdowns from the new table */
+        lease_timer_on_become_leader(n->lease_timer, machine_leases(n->sm), uv_now(n->loop),
+                                     (uint64_t)n->cfg.election_ticks * n->cfg.tick_ms);
+    for (uint32_t i = 0; i < n->n_observers; i++)
+        if (n->observers[i].reset_cb)
+            n->observers[i].reset_cb(n->observers[i].arg, s->index);
     n->snap_index = s->index;
     n->stats.snapshots_installed++;
     finish_props(n, s->index, 0, NULL, true); /* their outcome is not knowable here */
@@ -470,6 +505,15 @@ static void flush(struct node *n)
     const struct raft_config *rc = raft_config(n->raft);
     if (memcmp(rc, &n->dialed_for, sizeof(*rc)) != 0)
         sync_peers(n);
+    bool leading = raft_role(n->raft) == RAFT_LEADER;
+    if (leading != n->leading) {
+        n->leading = leading;
+        if (leading) /* etcd#9395: never expire earlier than the old leader promised */
+            lease_timer_on_become_leader(n->lease_timer, machine_leases(n->sm), uv_now(n->loop),
+                                         (uint64_t)n->cfg.election_ticks * n->cfg.tick_ms);
+        else
+            lease_timer_on_step_down(n->lease_timer);
+    }
     uint32_t leader = raft_leader(n->raft);
     if (leader != n->last_leader) {
         n->last_leader = leader;
@@ -529,10 +573,43 @@ static void storage_wakeup_cb(void *arg)
 
 /* ==== inputs ============================================================== */
 
+/* Whether the voters we heard from within an election timeout form a quorum. A leader
+ * without one expires nothing (lease_timer.h claim 6). */
+static bool quorum_active(struct node *n)
+{
+    struct raft_progress_info pi[RAFT_SERVERS_MAX];
+    uint32_t count = raft_progress(n->raft, pi, RAFT_SERVERS_MAX);
+    uint32_t voters = raft_config_n_voters(raft_config(n->raft)), active = 1; /* ourselves */
+    for (uint32_t i = 0; i < count; i++)
+        if (pi[i].role == RAFT_VOTER && pi[i].id != n->cfg.id && pi[i].recent_active)
+            active++;
+    return active > voters / 2;
+}
+
+#define NODE_EXPIRE_BUDGET 64 /* EXPIRE proposals per tick: bounds one tick's work */
+
+static void propose_expiries(struct node *n)
+{
+    if (!n->leading || !lease_timer_active(n->lease_timer))
+        return;
+    uint64_t now = uv_now(n->loop);
+    if (lease_timer_next_due_ms(n->lease_timer) > now || !quorum_active(n))
+        return;
+    struct lease_timer_expiry ex[NODE_EXPIRE_BUDGET];
+    uint32_t count = lease_timer_next_expired(n->lease_timer, now, ex, NODE_EXPIRE_BUDGET);
+    for (uint32_t i = 0; i < count; i++) {
+        uint8_t cmd[LEASE_CMD_BYTES_MAX];
+        size_t len = 0;
+        if (lease_encode_expire(ex[i].id, ex[i].granted_index, cmd, sizeof(cmd), &len) == 0)
+            node_propose(n, cmd, len, NULL, NULL); /* not applied: offered again later */
+    }
+}
+
 static void on_tick(uv_timer_t *h)
 {
     struct node *n = h->data;
     raft_tick(n->raft);
+    propose_expiries(n);
     schedule_flush(n);
 }
 
@@ -689,6 +766,12 @@ int node_start(uv_loop_t *loop, const struct node_config *c, struct node **out, 
         goto err_after_wal;
     }
 
+    rv = lease_timer_new(&n->lease_timer);
+    if (rv != 0) {
+        snprintf(msg, msg_cap, "out of memory");
+        goto err_after_raft;
+    }
+
     /* 4. storage worker, transport, timers */
     uv_async_init(loop, &n->storage_wake, on_storage_wake);
     n->storage_wake.data = n;
@@ -730,6 +813,8 @@ err_after_storage:
     storage_stop(n->st);
     n->st = NULL;
 err_after_raft:
+    lease_timer_free(n->lease_timer);
+    n->lease_timer = NULL;
     raft_free(n->raft);
     n->raft = NULL;
 err_after_wal:
@@ -822,8 +907,92 @@ int node_change(struct node *n, enum raft_change_op op, uint32_t id, node_apply_
     return 0;
 }
 
+static void keepalive_unlink(struct node *n, struct pending_keepalive *k)
+{
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        n->keepalives = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+}
+
+/* The ReadIndex round proved we still lead and we applied up to it (lease_timer.h
+ * claims 1-2): only now may the deadline move. */
+static void on_keepalive_read(void *arg, int status)
+{
+    struct pending_keepalive *k = arg;
+    struct node *n = k->node;
+    keepalive_unlink(n, k);
+    node_keepalive_cb cb = k->cb;
+    void *cb_arg = k->arg;
+    int64_t lease = k->lease;
+    free(k);
+    if (!cb)
+        return; /* cancelled */
+    if (status != 0) {
+        cb(cb_arg, status, 0);
+        return;
+    }
+    uint64_t deadline = 0;
+    int64_t ttl = 0;
+    int rv = lease_timer_keepalive(n->lease_timer, lease, uv_now(n->loop), &deadline, &ttl);
+    if (rv == LEASE_TIMER_ENOTLEADER)
+        rv = NODE_ENOTLEADER;
+    cb(cb_arg, rv, ttl);
+}
+
+int node_lease_keepalive(struct node *n, int64_t lease, node_keepalive_cb cb, void *arg)
+{
+    if (n->stopping)
+        return NODE_ESTOPPED;
+    if (!n->leading)
+        return NODE_ENOTLEADER;
+    struct pending_keepalive *k = calloc(1, sizeof(*k));
+    if (!k)
+        return NODE_EFULL;
+    *k = (struct pending_keepalive){.node = n, .lease = lease, .cb = cb, .arg = arg,
+                                    .next = n->keepalives};
+    if (n->keepalives)
+        n->keepalives->prev = k;
+    n->keepalives = k;
+    int rv = node_read(n, true, on_keepalive_read, k);
+    if (rv != 0) {
+        keepalive_unlink(n, k);
+        free(k);
+    }
+    return rv;
+}
+
+int node_lease_remaining(const struct node *n, int64_t lease, uint64_t *remaining_ms)
+{
+    if (!n->leading)
+        return NODE_ENOTLEADER;
+    return lease_timer_remaining_ms(n->lease_timer, lease, uv_now(n->loop), remaining_ms);
+}
+
+int node_observe(struct node *n, const struct node_observer *o)
+{
+    if (n->n_observers == NODE_OBSERVERS_MAX)
+        return NODE_EFULL;
+    n->observers[n->n_observers++] = *o;
+    return 0;
+}
+
+void node_unobserve(struct node *n, void *arg)
+{
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < n->n_observers; i++)
+        if (n->observers[i].arg != arg)
+            n->observers[keep++] = n->observers[i];
+    n->n_observers = keep;
+}
+
 void node_cancel(struct node *n, void *arg)
 {
+    for (struct pending_keepalive *k = n->keepalives; k; k = k->next)
+        if (k->arg == arg)
+            k->cb = NULL;
     uint32_t keep = 0;
     for (uint32_t i = 0; i < n->n_props; i++)
         if (n->props[i].arg != arg)
@@ -846,6 +1015,7 @@ static void node_free(struct node *n)
     free(n->held);
     free(n->props);
     free(n->reads);
+    lease_timer_free(n->lease_timer);
     if (n->st)
         storage_stop(n->st);
     if (n->wal)
@@ -883,7 +1053,8 @@ void node_stop(struct node *n)
     /* Pop before calling: callbacks may node_cancel() and change the arrays. */
     while (n->n_props > 0) {
         struct pending_prop p = n->props[--n->n_props];
-        p.cb(p.arg, NODE_ESTOPPED, NULL);
+        if (p.cb)
+            p.cb(p.arg, NODE_ESTOPPED, NULL);
     }
     while (n->n_reads > 0) {
         struct pending_read r = n->reads[--n->n_reads];

@@ -40,6 +40,7 @@
 #define NODE_PENDING_MAX   65536 /* proposals + reads waiting on one node: bounds memory */
 #define NODE_SNAPSHOT_KEEP 2     /* snapshot files kept; the WAL is kept back to the oldest */
 #define NODE_MEMBERS_MAX   MEMBERS_MAX /* flag members + directory entries known */
+#define NODE_OBSERVERS_MAX 8     /* node_observe subscribers (API parts, watch hub) */
 
 enum {
     NODE_ENOTLEADER = -1801, /* propose on a follower: forward to node_leader_http() */
@@ -100,6 +101,28 @@ void node_cancel(struct node *n, void *arg);
 struct kv *node_kv(struct node *n);
 const struct node_config *node_get_config(const struct node *n);
 struct raft *node_raft(struct node *n);
+/* Leases (sm/lease.h; the leader keeps deadlines, node/lease_timer.h). GRANT and REVOKE
+ * are ordinary proposals (lease_encode_*). A keepalive is not: on the leader it runs a
+ * ReadIndex round, then moves the lease's deadline and calls cb(status, ttl_ms) with
+ * status 0, LEASE_TIMER_ENOTFOUND, LEASE_TIMER_EEXPIRED, NODE_ENOTLEADER or a read
+ * error. node_cancel(n, arg) cancels it. */
+typedef void (*node_keepalive_cb)(void *arg, int status, int64_t ttl_ms);
+int node_lease_keepalive(struct node *n, int64_t lease, node_keepalive_cb cb, void *arg);
+/* Leader only: ms until the lease's deadline (0 once passed). */
+int node_lease_remaining(const struct node *n, int64_t lease, uint64_t *remaining_ms);
+
+/* Observers see every applied command (after its proposer's callback) and every state
+ * replacement by an installed snapshot (reset_cb: the index it covers). Called on the
+ * loop thread; res dies when the callback returns. A callback may propose (proposals
+ * only queue). Removed by arg. */
+struct node_observer {
+    void (*applied_cb)(void *arg, const struct sm_result *res);
+    void (*reset_cb)(void *arg, uint64_t index);
+    void *arg;
+};
+int node_observe(struct node *n, const struct node_observer *o); /* 0 or NODE_EFULL */
+void node_unobserve(struct node *n, void *arg);
+
 /* Members by id: the --member flags, completed by the replicated directory. NULL when
  * unknown. node_members_gen() changes whenever the table does. */
 const struct node_member *node_member(const struct node *n, uint32_t id);
