@@ -33,6 +33,7 @@ static void op_timer_closed(uv_handle_t *h)
 {
     struct op *o = h->data;
     free(o->key);
+    free(o->aux);
     free(o);
 }
 
@@ -40,6 +41,7 @@ static void op_timer_closed(uv_handle_t *h)
 void api_op_done(struct op *o)
 {
     o->finished = true;
+    lock_api_forget(o);
     node_cancel(o->api->node, o);
     uv_close((uv_handle_t *)&o->timer, op_timer_closed);
 }
@@ -163,6 +165,10 @@ static int kv_err_status(int err)
 
 static void respond_kv_error(struct http_req *req, int err)
 {
+    if (err == LEASE_ENOTFOUND) {
+        http_respond_error(req, 404, "lease_not_found", "%s", sm_strerror(err));
+        return;
+    }
     http_respond_error(req, kv_err_status(err), "kv_error", "%s", kv_strerror(err));
 }
 
@@ -727,6 +733,11 @@ static void api_handle(struct http_req *req, void *arg)
                                "use GET, PUT or DELETE on /v1/kv/{key}");
         return;
     }
+    if (path_has_prefix(req, "/v1/lease") || path_is(req, "/v1/lease") ||
+        path_has_prefix(req, "/v1/lock/") || path_has_prefix(req, "/v1/election/")) {
+        lock_api_route(a, req);
+        return;
+    }
     if (path_is(req, "/v1/txn") && req->method == HTTP_POST)
         kv_txn(a, req);
     else if (path_is(req, "/v1/compact") && req->method == HTTP_POST)
@@ -806,6 +817,10 @@ int api_start(uv_loop_t *loop, struct node *node, const char *http_addr,
         return rv;
     }
     http_server_set_access_log(*srv_out, api_metrics_observe, a);
+    if (lock_api_init(a) != 0) {
+        snprintf(msg, msg_cap, "out of memory for the lock API");
+        return HTTP_ENOMEM; /* the server runs; serve.c exits */
+    }
     uv_timer_init(loop, &a->publish_timer);
     a->publish_timer.data = a;
     uv_timer_start(&a->publish_timer, on_publish_timer, API_PUBLISH_MS, API_PUBLISH_MS);
@@ -831,6 +846,7 @@ static void on_api_closed(uv_handle_t *h)
 void api_free(struct api *a)
 {
     a->closing = true;
+    lock_api_fini(a);
     node_cancel(a->node, a); /* a directory update from the publish tick */
     uv_close((uv_handle_t *)&a->publish_timer, on_api_closed);
 }

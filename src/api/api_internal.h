@@ -39,11 +39,16 @@ struct api {
     bool closing;             /* api_free ran: free once the timer and calls are done */
     bool timer_closed;
     uint32_t n_calls;         /* forward_call()s in flight, each holding a */
+    /* lock_api.c */
+    struct op *lock_waiters;  /* queued acquires on this node */
+    uint64_t next_request_id;
+    struct abandoned_grant *abandoned; /* timed-out waits whose grant may still come */
+    uint32_t n_abandoned;
 };
 /* A forward_call holding a returned: frees a if it was the last thing api_free waits for. */
 void api_call_finished(struct api *a);
 
-enum op_kind { OP_PUT, OP_DELETE, OP_GET, OP_TXN, OP_COMPACT, OP_MEMBER };
+enum op_kind { OP_PUT, OP_DELETE, OP_GET, OP_TXN, OP_COMPACT, OP_MEMBER, OP_LOCK, OP_LEASE };
 
 struct op {
     struct api *api;
@@ -61,6 +66,18 @@ struct op {
     /* OP_MEMBER: the change in progress */
     struct members_entry member;
     int member_op; /* enum raft_change_op */
+    /* OP_LOCK / OP_LEASE (lock_api.c); the lock name is in key/key_len */
+    uint8_t *aux; /* owner, then value (freed with the op) */
+    uint16_t owner_len, value_len;
+    uint8_t lock_kind, lock_mode, lock_flags;
+    uint32_t lock_limit;
+    int64_t lease;
+    int64_t ttl_ms;
+    bool lease_implicit; /* we granted the lease for this request: revoke it on failure */
+    bool waiting;        /* queued: in api->lock_waiters, woken by a GRANTED event */
+    uint64_t request_id;
+    uint64_t deadline_ms; /* uv_now() by which a queued acquire gives up */
+    struct op *wait_prev, *wait_next;
 };
 
 struct op *api_op_new(struct api *a, struct http_req *req, enum op_kind kind);
@@ -71,6 +88,13 @@ void api_respond_node_error(struct api *a, struct http_req *req, int rv);
 /* metrics.c: GET /metrics, and the access-log hook that counts every request */
 void api_metrics(struct api *a, struct http_req *req);
 void api_metrics_observe(void *arg, const struct http_access *e);
+
+/* lock_api.c: leases, locks and elections (docs/locks.md) */
+struct abandoned_grant;
+int lock_api_init(struct api *a);
+void lock_api_fini(struct api *a);
+void lock_api_forget(struct op *o); /* api_op_done: leave the waiter list */
+void lock_api_route(struct api *a, struct http_req *req); /* /v1/lease, /v1/lock, /v1/election */
 
 /* members_api.c */
 void members_api_add(struct api *a, struct http_req *req);

@@ -206,6 +206,11 @@ const struct node_member *node_self(const struct node *n)
 {
     return node_member(n, n->cfg.id);
 }
+const struct machine *node_machine(const struct node *n)
+{
+    return n->sm;
+}
+
 struct kv *node_kv(struct node *n)
 {
     return machine_kv(n->sm);

@@ -99,6 +99,7 @@ int node_change(struct node *n, enum raft_change_op op, uint32_t id, node_apply_
 void node_cancel(struct node *n, void *arg);
 
 struct kv *node_kv(struct node *n);
+const struct machine *node_machine(const struct node *n); /* for reads: leases, locks, ids */
 const struct node_config *node_get_config(const struct node *n);
 struct raft *node_raft(struct node *n);
 /* Leases (sm/lease.h; the leader keeps deadlines, node/lease_timer.h). GRANT and REVOKE
