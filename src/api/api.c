@@ -795,10 +795,16 @@ static void auto_compact_tick(struct api *a)
     free(cmd);
 }
 
+/* Every API_TICK_MS: lock waits renew their leases; every API_PUBLISH_MS: the member
+ * directory and automatic compaction. */
 static void on_publish_timer(uv_timer_t *t)
 {
-    members_api_publish_tick(t->data);
-    auto_compact_tick(t->data);
+    struct api *a = t->data;
+    lock_api_tick(a);
+    if (++a->n_ticks % (API_PUBLISH_MS / API_TICK_MS) != 0)
+        return;
+    members_api_publish_tick(a);
+    auto_compact_tick(a);
 }
 
 int api_start(uv_loop_t *loop, struct node *node, const char *http_addr,
@@ -823,7 +829,7 @@ int api_start(uv_loop_t *loop, struct node *node, const char *http_addr,
     }
     uv_timer_init(loop, &a->publish_timer);
     a->publish_timer.data = a;
-    uv_timer_start(&a->publish_timer, on_publish_timer, API_PUBLISH_MS, API_PUBLISH_MS);
+    uv_timer_start(&a->publish_timer, on_publish_timer, API_TICK_MS, API_TICK_MS);
     *api_out = a;
     return 0;
 }

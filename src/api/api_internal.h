@@ -21,6 +21,8 @@
 #define API_WRITE_TIMEOUT_MS 10000 /* a write unanswered by then: 504, outcome unknown */
 #define API_READ_TIMEOUT_MS 5000   /* a ReadIndex round unanswered by then: 503 */
 #define API_PUBLISH_MS 1000        /* how often the leader checks the member directory */
+#define API_TICK_MS 100            /* the API's housekeeping timer (lock waits renew) */
+_Static_assert(API_PUBLISH_MS % API_TICK_MS == 0, "publish on whole ticks");
 #define API_COMPACT_SLACK_REVISIONS 1000 /* auto-compact only when it drops this many */
 
 #define API_PATH_CLASSES 8 /* /v1/kv, /v1/txn, /v1/compact, /v1/cluster, /metrics, health, other, /v1/watch */
@@ -42,6 +44,7 @@ struct api {
     /* lock_api.c */
     struct op *lock_waiters;  /* queued acquires on this node */
     uint64_t next_request_id;
+    uint64_t n_ticks;
     struct abandoned_grant *abandoned; /* timed-out waits whose grant may still come */
     uint32_t n_abandoned;
 };
@@ -77,6 +80,7 @@ struct op {
     bool waiting;        /* queued: in api->lock_waiters, woken by a GRANTED event */
     uint64_t request_id;
     uint64_t deadline_ms; /* uv_now() by which a queued acquire gives up */
+    uint64_t renewed_ms;  /* implicit lease: when the last keepalive was sent */
     struct op *wait_prev, *wait_next;
 };
 
@@ -94,6 +98,7 @@ struct abandoned_grant;
 int lock_api_init(struct api *a);
 void lock_api_fini(struct api *a);
 void lock_api_forget(struct op *o); /* api_op_done: leave the waiter list */
+void lock_api_tick(struct api *a);  /* renews the leases of waiting acquires */
 void lock_api_route(struct api *a, struct http_req *req); /* /v1/lease, /v1/lock, /v1/election */
 
 /* members_api.c */

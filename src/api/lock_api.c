@@ -23,7 +23,8 @@
  * Without "lease", an acquire first grants a lease of ttl_ms (default
  * API_LOCK_TTL_MS_DEFAULT) for this hold; the answer names it, and the holder keeps it
  * alive with POST /v1/lease/{id}/keepalive (the C client's watchdog does this every
- * ttl/3). On a failed acquire that lease is revoked at once.
+ * ttl/3). While such an acquire waits, the server renews that lease itself (the open
+ * request shows the client is alive). On a failed acquire it is revoked at once.
  *
  * Sections: helpers | leases | lock results and waiters | locks | elections | routing.
  */
@@ -369,10 +370,8 @@ static void respond_granted(struct op *o, uint64_t token, uint32_t hold_count, b
     http_respond_json(o->req, 200, j);
 }
 
-void lock_api_forget(struct op *o)
+static void unlink_waiter(struct op *o)
 {
-    if (!o->waiting)
-        return;
     struct api *a = o->api;
     if (o->wait_prev)
         o->wait_prev->wait_next = o->wait_next;
@@ -381,6 +380,34 @@ void lock_api_forget(struct op *o)
     if (o->wait_next)
         o->wait_next->wait_prev = o->wait_prev;
     o->waiting = false;
+}
+
+static void remember_abandoned(struct op *o);
+static void propose_quietly(struct api *a, const uint8_t *cmd, size_t n);
+static void revoke_quietly(struct api *a, int64_t lease);
+
+/* A queued acquire whose client will not be told of a grant (timeout, client gone,
+ * shutdown): leave the queue, and give back a grant that races the cancel. */
+static void abandon_wait(struct op *o)
+{
+    struct api *a = o->api;
+    unlink_waiter(o);
+    remember_abandoned(o);
+    struct lock_cmd c = {.type = LOCK_CMD_CANCEL, .request_id = o->request_id, .name = o->key,
+                         .name_len = (uint16_t)o->key_len, .owner = o->aux,
+                         .owner_len = o->owner_len};
+    uint8_t buf[LOCK_CMD_BYTES_MAX];
+    size_t n = 0;
+    if (lock_encode(&c, buf, sizeof(buf), &n) == 0)
+        propose_quietly(a, buf, n);
+    if (o->lease_implicit)
+        revoke_quietly(a, o->lease);
+}
+
+void lock_api_forget(struct op *o)
+{
+    if (o->waiting)
+        abandon_wait(o);
 }
 
 static void remember_abandoned(struct op *o)
@@ -450,7 +477,7 @@ static void on_applied_lock_events(void *arg, const struct sm_result *res)
         }
         if (e->type == LOCK_EV_CANCELLED)
             continue; /* ours: the timeout already answered */
-        lock_api_forget(o);
+        unlink_waiter(o);
         if (o->finished)
             continue;
         if (e->type == LOCK_EV_GRANTED)
@@ -468,19 +495,8 @@ static void on_wait_timeout(uv_timer_t *t)
     struct op *o = t->data;
     if (o->finished)
         return;
-    struct api *a = o->api;
     if (o->waiting) {
-        lock_api_forget(o);
-        remember_abandoned(o);
-        struct lock_cmd c = {.type = LOCK_CMD_CANCEL, .request_id = o->request_id,
-                             .name = o->key, .name_len = (uint16_t)o->key_len, .owner = o->aux,
-                             .owner_len = o->owner_len};
-        uint8_t buf[LOCK_CMD_BYTES_MAX];
-        size_t n = 0;
-        if (lock_encode(&c, buf, sizeof(buf), &n) == 0)
-            propose_quietly(a, buf, n);
-        if (o->lease_implicit)
-            revoke_quietly(a, o->lease);
+        abandon_wait(o);
         http_respond_error(o->req, 409, "lock_timeout",
                            "'%.*s' not acquired within wait_ms; the wait was cancelled",
                            (int)o->key_len, (const char *)o->key);
@@ -568,6 +584,7 @@ static void on_acquire_lease_granted(void *arg, int status, const struct sm_resu
     }
     o->lease = res->lease.id;
     o->lease_implicit = true;
+    o->renewed_ms = uv_now(o->api->loop);
     propose_acquire(o);
 }
 
@@ -832,6 +849,26 @@ static void lock_show(struct api *a, struct http_req *req, const char *name, siz
     if (rv != 0) {
         http_respond_error(req, 503, "unavailable", "%s", node_strerror(rv));
         api_op_done(o);
+    }
+}
+
+/* A queued acquire whose lease we made is kept alive while its client waits: the open
+ * request shows the client is there. Renewed every ttl/3, like the client watchdog. */
+static void on_wait_keepalive(void *arg, int status, int64_t ttl_ms)
+{
+    (void)arg;
+    (void)status; /* a failed renewal: the lease expires, the wait ends with 410 */
+    (void)ttl_ms;
+}
+
+void lock_api_tick(struct api *a)
+{
+    uint64_t now = uv_now(a->loop);
+    for (struct op *o = a->lock_waiters; o; o = o->wait_next) {
+        if (!o->lease_implicit || o->finished || now < o->renewed_ms + (uint64_t)o->ttl_ms / 3)
+            continue;
+        if (node_lease_keepalive(a->node, o->lease, on_wait_keepalive, o) == 0)
+            o->renewed_ms = now;
     }
 }
 

@@ -1,0 +1,238 @@
+"""test_locks.py -- leases, locks and elections on real servers (docs/locks.md).
+
+Covers: lease grant/keepalive/revoke and expiry deleting attached keys; a lease kept
+alive across a leader kill does not expire (the new leader extends deadlines); lock
+mutual exclusion, reentrancy, owner+token release, FIFO hand-off, wait timeouts,
+expiry of a crashed holder's lease passing the lock on; and a fenced counter: many
+clients increment a counter under the lock, writing through a compare on the fencing
+token, while some "crash" (stop renewing mid-hold); the counter equals the successful
+increments and accepted tokens only ever increase.
+"""
+
+import threading
+import time
+
+import requests
+
+from cluster import wait_until
+
+T = 10
+
+
+def post(url, body=None):
+    return requests.post(url, json=body, timeout=15)
+
+
+def test_lease_lifecycle_and_expiry(make_cluster):
+    c = make_cluster(1)
+    u = c.url(1)
+    r = post(u + "/v1/lease", {"ttl_ms": 1000})
+    assert r.status_code == 200, r.text
+    lid = r.json()["id"]
+    assert requests.put(f"{u}/v1/kv/eph/a?lease={lid}", data="1", timeout=T).status_code == 200
+    assert requests.put(f"{u}/v1/kv/eph/b?lease={lid}", data="2", timeout=T).status_code == 200
+    r = requests.put(f"{u}/v1/kv/eph/c?lease=987654", data="3", timeout=T)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "lease_not_found"
+    # keepalives hold it past its TTL
+    for _ in range(8):
+        r = post(f"{u}/v1/lease/{lid}/keepalive")
+        assert r.status_code == 200 and r.json()["ttl_ms"] == 1000, r.text
+        time.sleep(0.25)
+    info = requests.get(f"{u}/v1/lease/{lid}", timeout=T).json()
+    assert info["keys"] == 2 and 0 < info["remaining_ms"] <= 1000
+    assert c.get(1, "eph/a").status_code == 200
+    # then it expires: the leader commits EXPIRE and the keys go in one revision
+    wait_until("the lease to expire", lambda: c.get(1, "eph/a").status_code == 404, 5)
+    assert c.get(1, "eph/b").status_code == 404
+    r = post(f"{u}/v1/lease/{lid}/keepalive")
+    assert r.status_code in (404, 410), r.text
+    # revoke
+    lid2 = post(u + "/v1/lease", {"ttl_ms": 60000}).json()["id"]
+    assert lid2 != lid
+    requests.put(f"{u}/v1/kv/eph/d?lease={lid2}", data="4", timeout=T)
+    r = requests.delete(f"{u}/v1/lease/{lid2}", timeout=T)
+    assert r.status_code == 200 and r.json()["deleted_keys"] == 1, r.text
+    assert c.get(1, "eph/d").status_code == 404
+    # bad input
+    assert post(u + "/v1/lease", {"ttl_ms": 10}).status_code == 400        # below the minimum
+    assert post(u + "/v1/lease", {}).status_code == 400
+    assert requests.post(u + "/v1/lease", data="{x", timeout=T).status_code == 400
+    assert requests.get(u + "/v1/lease/abc", timeout=T).status_code == 404
+
+
+def test_lease_survives_leader_failover(make_cluster):
+    """etcd#9395: a new leader must not expire a lease the client kept alive."""
+    c = make_cluster(3)
+    lid = c.leader()
+    r = post(c.url(lid) + "/v1/lease", {"ttl_ms": 2000})
+    lease = r.json()["id"]
+    requests.put(f"{c.url(lid)}/v1/kv/fo/key?lease={lease}", data="x", timeout=T)
+    stop = threading.Event()
+    failures = []
+
+    def keep():
+        while not stop.is_set():
+            ok = False
+            for m in (1, 2, 3):
+                try:
+                    r = post(f"{c.url(m)}/v1/lease/{lease}/keepalive")
+                    if r.status_code == 200:
+                        ok = True
+                        break
+                    if r.status_code in (404, 410):
+                        failures.append(r.text)
+                        return
+                except requests.RequestException:
+                    pass
+            time.sleep(0.3 if ok else 0.05)
+
+    th = threading.Thread(target=keep)
+    th.start()
+    try:
+        time.sleep(1)
+        c.kill9(lid)
+        new = c.leader(not_id=lid, timeout=15)
+        time.sleep(3)  # longer than the TTL
+        assert not failures, failures
+        assert c.get(new, "fo/key").status_code == 200
+    finally:
+        stop.set()
+        th.join(timeout=10)
+
+
+def test_lock_semantics(make_cluster):
+    c = make_cluster(1)
+    u = c.url(1) + "/v1/lock/job"
+    a = post(u, {"owner": "alice", "ttl_ms": 5000})
+    assert a.status_code == 200, a.text
+    ta, la = a.json()["token"], a.json()["lease"]
+    r = post(u, {"owner": "alice", "lease": la})                  # reentrant: same token
+    assert r.json()["token"] == ta and r.json()["hold_count"] == 2
+    assert post(u, {"owner": "bob"}).status_code == 409           # busy, no wait
+    # bob waits in the queue; alice releases twice (reentrant) and bob gets it
+    got = {}
+
+    def bob():
+        got["r"] = post(u, {"owner": "bob", "wait_ms": 8000})
+    th = threading.Thread(target=bob)
+    th.start()
+    wait_until("bob queued", lambda: len(requests.get(u, timeout=T).json()["queue"]) == 1, 5)
+    r = requests.delete(u, json={"owner": "mallory", "token": ta}, timeout=T)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "not_holder"
+    r = requests.delete(u, json={"owner": "alice", "token": ta + 1000}, timeout=T)
+    assert r.status_code == 409
+    assert requests.delete(u, json={"owner": "alice", "token": ta}, timeout=T).json()["hold_count"] == 1
+    time.sleep(0.3)
+    assert "r" not in got                                         # still held once
+    assert requests.delete(u, json={"owner": "alice", "token": ta}, timeout=T).json()["released"]
+    th.join(timeout=10)
+    assert got["r"].status_code == 200, got["r"].text
+    tb, lb = got["r"].json()["token"], got["r"].json()["lease"]
+    assert tb > ta
+    # a waiter that times out is told so and does not end up holding the lock
+    r = post(u, {"owner": "carol", "wait_ms": 500})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "lock_timeout"
+    # bob "crashes": he stops renewing; his lease expires and the next waiter gets it
+    t0 = time.monotonic()
+    r = post(u, {"owner": "dave", "wait_ms": 10000, "ttl_ms": 5000})
+    assert r.status_code == 200, r.text
+    assert r.json()["token"] > tb
+    assert time.monotonic() - t0 > 2  # only after bob's 10 s default lease ran out
+    info = requests.get(u, timeout=T).json()
+    assert [h["owner"] for h in info["holders"]] == ["dave"] and info["queue"] == []
+    # read-write lock and semaphore
+    rw = c.url(1) + "/v1/lock/rw"
+    r1 = post(rw, {"owner": "r1", "kind": "rw", "mode": "read"})
+    r2 = post(rw, {"owner": "r2", "kind": "rw", "mode": "read"})
+    assert r1.status_code == 200 and r2.status_code == 200
+    assert post(rw, {"owner": "w", "kind": "rw", "mode": "write"}).status_code == 409
+    sem = c.url(1) + "/v1/lock/sem"
+    assert all(post(sem, {"owner": f"s{i}", "kind": "semaphore", "limit": 2}).status_code == 200
+               for i in range(2))
+    assert post(sem, {"owner": "s3", "kind": "semaphore", "limit": 2}).status_code == 409
+    assert post(sem, {"owner": "s3", "kind": "mutex"}).status_code == 409  # kind mismatch
+    # bad input
+    assert post(u, {}).status_code == 400
+    assert post(u, {"owner": "x", "wait_ms": 10 ** 9}).status_code == 400
+    assert post(u, {"owner": "x", "lease": 999999}).status_code == 404
+    assert requests.get(c.url(1) + "/v1/lock/nobody", timeout=T).status_code == 404
+
+
+def test_election(make_cluster):
+    c = make_cluster(1)
+    e = c.url(1) + "/v1/election/svc"
+    r = post(e + "/campaign", {"owner": "n1", "value": "10.0.0.1:80"})
+    assert r.status_code == 200, r.text
+    tok = r.json()["token"]
+    assert requests.get(e, timeout=T).json()["leader"]["value"] == "10.0.0.1:80"
+    r = post(e + "/proclaim", {"owner": "n1", "token": tok, "value": "10.0.0.9:80"})
+    assert r.status_code == 200, r.text
+    assert requests.get(e, timeout=T).json()["leader"]["value"] == "10.0.0.9:80"
+    assert post(e + "/proclaim", {"owner": "n2", "token": tok, "value": "evil"}).status_code == 409
+    got = {}
+    th = threading.Thread(target=lambda: got.update(r=post(e + "/campaign", {
+        "owner": "n2", "value": "10.0.0.2:80", "wait_ms": 8000})))
+    th.start()
+    wait_until("n2 queued", lambda: len(requests.get(e, timeout=T).json()["queue"]) == 1, 5)
+    assert post(e + "/resign", {"owner": "n1", "token": tok}).status_code == 200
+    th.join(timeout=10)
+    assert got["r"].status_code == 200 and got["r"].json()["token"] > tok
+    assert requests.get(e, timeout=T).json()["leader"]["owner"] == "n2"
+
+
+def pad(n):
+    return "%020d" % n
+
+
+def test_fenced_counter_under_contention(make_cluster):
+    """8 clients x up to 12 rounds: acquire (wait), increment a counter with a txn that
+    also requires the stored fencing token to be older than ours, release. Every third
+    client 'crashes' once while holding (never releases; its lease expires). The counter
+    must equal the number of acknowledged increments and the stored token only grows."""
+    c = make_cluster(3)
+    lid = c.leader()
+    url = c.url(lid)
+    requests.put(f"{url}/v1/kv/fc/count", data="0", timeout=T)
+    requests.put(f"{url}/v1/kv/fc/token", data=pad(0), timeout=T)
+    acked = []
+    tokens = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + 60
+
+    def client(i):
+        s = requests.Session()
+        crashed = False
+        for rnd in range(12):
+            if time.monotonic() > deadline:
+                return
+            r = s.post(f"{url}/v1/lock/counter", json={
+                "owner": f"c{i}", "ttl_ms": 1500, "wait_ms": 8000}, timeout=15)
+            if r.status_code != 200:
+                continue
+            tok = r.json()["token"]
+            cur = s.get(f"{url}/v1/kv/fc/count", timeout=T).json()
+            txn = {"compare": [
+                {"key": "fc/token", "target": "value", "op": "<", "value": pad(tok)},
+                {"key": "fc/count", "target": "mod", "op": "=", "value": cur["mod_revision"]}],
+                "success": [{"put": {"key": "fc/count", "value": str(int(cur["value"]) + 1)}},
+                            {"put": {"key": "fc/token", "value": pad(tok)}}],
+                "failure": []}
+            r = s.post(f"{url}/v1/txn", json=txn, timeout=T)
+            if r.status_code == 200 and r.json()["succeeded"]:
+                with lock:
+                    acked.append((i, rnd))
+                    tokens.append(tok)
+            if i % 3 == 0 and not crashed and rnd == 2:
+                crashed = True   # hold without releasing: the lease (1.5 s) must free it
+                continue
+            s.delete(f"{url}/v1/lock/counter", json={"owner": f"c{i}", "token": tok}, timeout=T)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=90)
+    assert not any(th.is_alive() for th in threads)
+    count = int(c.get(lid, "fc/count").json()["value"])
+    assert count == len(acked) and count > 20, (count, len(acked))
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), tokens
