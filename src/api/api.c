@@ -733,6 +733,10 @@ static void api_handle(struct http_req *req, void *arg)
                                "use GET, PUT or DELETE on /v1/kv/{key}");
         return;
     }
+    if (path_has_prefix(req, "/v3/kv/")) {
+        v3_api_route(a, req);
+        return;
+    }
     if (path_has_prefix(req, "/v1/lease") || path_is(req, "/v1/lease") ||
         path_has_prefix(req, "/v1/lock/") || path_has_prefix(req, "/v1/election/")) {
         lock_api_route(a, req);

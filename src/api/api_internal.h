@@ -101,6 +101,9 @@ void lock_api_forget(struct op *o); /* api_op_done: leave the waiter list */
 void lock_api_tick(struct api *a);  /* renews the leases of waiting acquires */
 void lock_api_route(struct api *a, struct http_req *req); /* /v1/lease, /v1/lock, /v1/election */
 
+/* v3_api.c: etcd 3.4 JSON gateway paths /v3/kv/put|range|deleterange */
+void v3_api_route(struct api *a, struct http_req *req);
+
 /* members_api.c */
 void members_api_add(struct api *a, struct http_req *req);
 void members_api_remove(struct api *a, struct http_req *req, const char *name);
