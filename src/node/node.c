@@ -117,6 +117,7 @@ struct node {
     struct pending_keepalive *keepalives; /* list head */
 
     uint64_t snap_index; /* of the newest state machine snapshot on disk */
+    bool snap_saving;    /* a snap_job is writing one */
     uint32_t last_leader;
     struct node_stats stats;
 };
@@ -399,6 +400,7 @@ static void install_snapshot(struct node *n, const struct raft_snapshot *s)
 }
 
 static void maybe_take_snapshot(struct node *n);
+static void maybe_free(struct node *n);
 
 /* ==== members: flags + directory, and the peers we dial ==================== */
 
@@ -629,37 +631,87 @@ static void on_peer_msg(void *data, const struct raft_msg *m)
 
 /* ==== snapshots ============================================================ */
 
+/* Snapshots: the state machine is encoded on the loop (it is not thread-safe), then a
+ * libuv worker writes and fsyncs the file (snap_save: temp, fsync, rename, fsync dir),
+ * so the loop never waits for the disk. The core gets the image at once (it can serve
+ * InstallSnapshot from memory); the WAL is compacted only after the file is durable, so
+ * a crash in between restarts from the older snapshot plus the full WAL. One save at a
+ * time; the worker owns its own copy of the image. */
+struct snap_job {
+    uv_work_t work;
+    struct node *node;
+    struct raft_snapshot snap; /* bytes owned by the job */
+    int rv;
+    char msg[256];
+};
+
+static void snap_job_run(uv_work_t *w)
+{
+    struct snap_job *j = w->data;
+    j->rv = snap_save(j->node->env, j->node->cfg.data_dir, &j->snap, j->msg, sizeof(j->msg));
+}
+
+static void snap_job_done(uv_work_t *w, int status)
+{
+    struct snap_job *j = w->data;
+    struct node *n = j->node;
+    n->snap_saving = false;
+    if (status != 0 || j->rv != 0) {
+        node_log(n, "snapshot at %llu not saved: %s", (unsigned long long)j->snap.index,
+                 status != 0 ? uv_strerror(status) : j->msg);
+        if (j->rv == SNAP_ESYNC) {
+            node_log(n, "fatal: fsync of a snapshot failed (never retried: fsyncgate)");
+            exit(70);
+        }
+    } else if (!n->stopping) {
+        n->snap_index = j->snap.index;
+        n->stats.snapshots_taken++;
+        snap_prune(n->env, n->cfg.data_dir, NODE_SNAPSHOT_KEEP, NULL);
+        struct snap_info infos[NODE_SNAPSHOT_KEEP];
+        uint32_t n_infos = 0;
+        if (snap_list(n->env, n->cfg.data_dir, infos, NODE_SNAPSHOT_KEEP, &n_infos) == 0 &&
+            n_infos > 0)
+            storage_compact(n->st, infos[n_infos - 1].index, NULL); /* the oldest kept */
+    }
+    free(j->snap.bytes);
+    free(j);
+    n->n_handles_open--; /* the job held the node open (node_free waits for it) */
+    maybe_free(n);
+}
+
 static void maybe_take_snapshot(struct node *n)
 {
     uint64_t applied = raft_applied(n->raft);
-    if (n->cfg.snapshot_every == 0 || applied < n->snap_index + n->cfg.snapshot_every)
+    if (n->cfg.snapshot_every == 0 || n->snap_saving ||
+        applied < n->snap_index + n->cfg.snapshot_every)
+        return;
+    struct snap_job *j = calloc(1, sizeof(*j));
+    if (!j)
         return;
     uint8_t *buf = NULL;
     size_t len = 0;
-    if (machine_snapshot_encode(n->sm, &buf, &len) != 0)
+    if (machine_snapshot_encode(n->sm, &buf, &len) != 0) {
+        free(j);
         return;
-    int rv = raft_snapshot_taken(n->raft, applied, buf, len);
-    if (rv != 0) {
+    }
+    if (raft_snapshot_taken(n->raft, applied, buf, len) != 0) {
         free(buf);
+        free(j);
         return;
     }
-    const struct raft_snapshot *s = raft_snapshot(n->raft);
-    char msg[256];
-    rv = snap_save(n->env, n->cfg.data_dir, s, msg, sizeof(msg));
-    free(buf);
-    if (rv != 0) {
-        node_log(n, "snapshot at %llu not saved: %s", (unsigned long long)applied, msg);
-        if (rv == SNAP_ESYNC)
-            exit(70);
-        return;
+    const struct raft_snapshot *rs = raft_snapshot(n->raft);
+    j->node = n;
+    j->snap = *rs;
+    j->snap.bytes = buf; /* our copy: the core keeps its own */
+    j->work.data = j;
+    n->snap_saving = true;
+    n->n_handles_open++;
+    if (uv_queue_work(n->loop, &j->work, snap_job_run, snap_job_done) != 0) {
+        n->snap_saving = false;
+        n->n_handles_open--;
+        free(buf);
+        free(j);
     }
-    n->snap_index = applied;
-    n->stats.snapshots_taken++;
-    snap_prune(n->env, n->cfg.data_dir, NODE_SNAPSHOT_KEEP, NULL);
-    struct snap_info infos[NODE_SNAPSHOT_KEEP];
-    uint32_t n_infos = 0;
-    if (snap_list(n->env, n->cfg.data_dir, infos, NODE_SNAPSHOT_KEEP, &n_infos) == 0 && n_infos > 0)
-        storage_compact(n->st, infos[n_infos - 1].index, NULL); /* the oldest one kept */
 }
 
 /* ==== startup ============================================================== */
