@@ -12,5 +12,7 @@
 
 /* Extends crc over len bytes at buf. buf may be NULL only when len is 0. Thread-safe. */
 uint32_t crc32c(uint32_t crc, const void *buf, size_t len);
+/* The portable table version alone (crc32c() uses SSE4.2 where the CPU has it). */
+uint32_t crc32c_sw(uint32_t crc, const void *buf, size_t len);
 
 #endif /* CC_BASE_CRC32C_H */

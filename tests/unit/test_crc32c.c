@@ -58,6 +58,9 @@ static void test_matches_reference_all_offsets(void **state)
     for (size_t off = 0; off < 8; off++) {
         for (size_t len = 0; off + len <= sizeof buf; len++) {
             assert_int_equal(crc32c(0, buf + off, len), crc32c_ref(0, buf + off, len));
+            assert_int_equal(crc32c_sw(0, buf + off, len), crc32c_ref(0, buf + off, len));
+            assert_int_equal(crc32c_sw(0x12345678, buf + off, len),
+                             crc32c(0x12345678, buf + off, len)); /* both paths, chained */
         }
     }
 }
