@@ -174,6 +174,10 @@ static void respond_kv_error(struct http_req *req, int err)
 
 void api_respond_node_error(struct api *a, struct http_req *req, int rv)
 {
+    if (rv == NODE_ENOSPACE) {
+        http_respond_error(req, 507, "insufficient_storage", "%s", node_strerror(rv));
+        return;
+    }
     if (rv == NODE_ENOTLEADER || rv == RAFT_ENOTLEADER) {
         uint32_t leader = raft_leader(node_raft(a->node));
         const struct node_member *m = leader ? node_member(a->node, leader) : NULL;

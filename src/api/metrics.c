@@ -141,6 +141,8 @@ void api_metrics(struct api *a, struct http_req *req)
           s.storage_batches);
     gauge(&t, "conclave_storage_syncs_total", "fdatasyncs that sealed WAL batches.", "counter",
           st.n_syncs);
+    gauge(&t, "conclave_storage_full", "1 while the WAL waits for disk space (ENOSPC).",
+          "gauge", node_storage_full(a->node));
     gauge(&t, "conclave_snapshots_taken_total", "State machine snapshots written.", "counter",
           s.snapshots_taken);
     gauge(&t, "conclave_snapshots_installed_total", "Snapshots received from a leader.",

@@ -18,6 +18,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -110,11 +112,30 @@ static int env_posix_read_at(struct env *env, struct env_file *f, uint64_t offse
     return 0;
 }
 
+/* TEST ONLY: while the file named by $CONCLAVE_TEST_DISK_FULL_FILE exists, every write
+ * fails with ENOSPC, so tests can fill "the disk" of one real process and empty it
+ * again (tests/integration/test_disk_full.py). Unset: one getenv at the first write. */
+static pthread_once_t env_posix__full_once = PTHREAD_ONCE_INIT;
+static const char *env_posix__full_file;
+
+static void env_posix__full_init(void)
+{
+    env_posix__full_file = getenv("CONCLAVE_TEST_DISK_FULL_FILE");
+}
+
+static bool env_posix__disk_full(void)
+{
+    pthread_once(&env_posix__full_once, env_posix__full_init);
+    return env_posix__full_file && access(env_posix__full_file, F_OK) == 0;
+}
+
 static int env_posix_write_at(struct env *env, struct env_file *f, uint64_t offset, const void *buf,
                               size_t n)
 {
     CC_ASSERT(f != NULL);
     CC_ASSERT(buf != NULL || n == 0);
+    if (env_posix__disk_full())
+        return -ENOSPC;
     size_t done = 0;
     while (done < n) {
         const ssize_t w = pwrite(f->fd, (const char *)buf + done, n - done, (off_t)(offset + done));
@@ -165,6 +186,8 @@ static int env_posix_allocate(struct env *env, struct env_file *f, uint64_t offs
     if (n == 0) {
         return 0;
     }
+    if (env_posix__disk_full())
+        return -ENOSPC;
     int rv;
     do {
         rv = posix_fallocate(f->fd, (off_t)offset, (off_t)n); /* returns the error */

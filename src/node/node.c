@@ -118,6 +118,7 @@ struct node {
 
     uint64_t snap_index; /* of the newest state machine snapshot on disk */
     bool snap_saving;    /* a snap_job is writing one */
+    uint64_t full_transfer_ms; /* last leadership hand-off because the disk was full */
     uint32_t last_leader;
     struct node_stats stats;
 };
@@ -141,6 +142,8 @@ const char *node_strerror(int rv)
         return "invalid node configuration";
     case NODE_ESTORAGE:
         return "the data directory could not be opened or recovered";
+    case NODE_ENOSPACE:
+        return "this node's disk is full (ENOSPC): writes are refused until space is freed";
     default:
         return raft_strerror(rv);
     }
@@ -612,11 +615,36 @@ static void propose_expiries(struct node *n)
     }
 }
 
+/* A leader whose disk is full cannot make progress (it cannot store entries), so it
+ * hands leadership to the most up-to-date active voter, once per election timeout. */
+static void shed_leadership_if_full(struct node *n)
+{
+    if (!n->leading || !node_storage_full(n) || raft_transfer_target(n->raft) != 0)
+        return;
+    uint64_t now = uv_now(n->loop);
+    if (now < n->full_transfer_ms + (uint64_t)n->cfg.election_ticks * n->cfg.tick_ms)
+        return;
+    n->full_transfer_ms = now;
+    struct raft_progress_info pi[RAFT_SERVERS_MAX];
+    uint32_t count = raft_progress(n->raft, pi, RAFT_SERVERS_MAX);
+    uint32_t best = 0;
+    uint64_t best_match = 0;
+    for (uint32_t i = 0; i < count; i++)
+        if (pi[i].role == RAFT_VOTER && pi[i].id != n->cfg.id && pi[i].recent_active &&
+            pi[i].match >= best_match) {
+            best = pi[i].id;
+            best_match = pi[i].match;
+        }
+    if (best != 0 && raft_transfer(n->raft, best) == 0)
+        node_log(n, "cannot store entries (disk full): handing leadership to %u", best);
+}
+
 static void on_tick(uv_timer_t *h)
 {
     struct node *n = h->data;
     raft_tick(n->raft);
     propose_expiries(n);
+    shed_leadership_if_full(n);
     schedule_flush(n);
 }
 
@@ -624,6 +652,9 @@ static void on_peer_msg(void *data, const struct raft_msg *m)
 {
     struct node *n = data;
     if (n->stopping)
+        return;
+    /* Disk full: entries we cannot store are not taken (no ack; the leader retries). */
+    if ((m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_SNAPSHOT) && node_storage_full(n))
         return;
     raft_step(n->raft, m); /* malformed messages are rejected by the core */
     schedule_flush(n);
@@ -833,7 +864,8 @@ int node_start(uv_loop_t *loop, const struct node_config *c, struct node **out, 
     uv_async_init(loop, &n->storage_wake, on_storage_wake);
     n->storage_wake.data = n;
     n->n_handles_open++;
-    struct storage_options so = {.wakeup_arg = &n->storage_wake, .wakeup_cb = storage_wakeup_cb};
+    struct storage_options so = {.wakeup_arg = &n->storage_wake, .wakeup_cb = storage_wakeup_cb,
+                                 .retry_enospc = true};
     rv = storage_start(n->wal, &so, &n->st);
     if (rv != 0) {
         snprintf(msg, msg_cap, "starting the storage thread: %s", storage_strerror(rv));
@@ -899,10 +931,17 @@ err_after_snap:
 
 /* ==== public API ============================================================= */
 
+bool node_storage_full(const struct node *n)
+{
+    return n->st && storage_full(n->st);
+}
+
 int node_propose(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb cb, void *arg)
 {
     if (n->stopping)
         return NODE_ESTOPPED;
+    if (node_storage_full(n))
+        return NODE_ENOSPACE;
     if (n->n_props >= NODE_PENDING_MAX)
         return NODE_EFULL;
     if (len > RAFT_ENTRY_BYTES_MAX)
@@ -948,6 +987,8 @@ int node_change(struct node *n, enum raft_change_op op, uint32_t id, node_apply_
 {
     if (n->stopping)
         return NODE_ESTOPPED;
+    if (node_storage_full(n))
+        return NODE_ENOSPACE;
     if (n->n_props >= NODE_PENDING_MAX)
         return NODE_EFULL;
     if (!cc_grow((void **)&n->props, &n->cap_props, n->n_props + 1, sizeof(*n->props)))

@@ -50,6 +50,7 @@ enum {
     NODE_EINVAL = -1805,     /* bad configuration */
     NODE_ESTORAGE = -1806,   /* the data directory could not be opened or recovered */
     NODE_EUNKNOWN = -1807,   /* a snapshot replaced the log: the command may have applied */
+    NODE_ENOSPACE = -1808,   /* the disk is full: writes refused until the WAL can grow */
 };
 const char *node_strerror(int rv);
 
@@ -139,6 +140,10 @@ struct node_stats {
     uint64_t leader_changes;
 };
 void node_get_stats(const struct node *n, struct node_stats *out);
+/* The WAL could not store the last batch (ENOSPC): it is retried every
+ * STORAGE_FULL_RETRY_MS, nothing is lost or reordered, new proposals get NODE_ENOSPACE,
+ * appends from a leader are not taken, and a leader hands leadership away. */
+bool node_storage_full(const struct node *n);
 void node_storage_stats(const struct node *n, struct storage_stats *out);
 /* 0, or TRANSPORT_ENOPEER for ids we do not dial */
 int node_peer_stats(const struct node *n, uint32_t id, struct transport_peer_stats *out);

@@ -21,7 +21,9 @@
  */
 #include "storage/storage_thread.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,6 +44,7 @@ struct storage_item {
     uint64_t compact_to;
     struct storage_completion done;
     bool written;
+    bool retry; /* disk full: back to the queue, in order, for the next attempt */
 };
 
 struct storage {
@@ -62,6 +65,7 @@ struct storage {
     bool stopping;
     int failed; /* worker only: first failure (non-fatal) */
     bool fatal; /* worker only */
+    bool full;  /* under mu: a batch waits for disk space (retry_enospc) */
     struct storage_stats stats;
 };
 
@@ -170,8 +174,14 @@ static void storage__process(struct storage *s, struct storage_item *list, struc
 {
     struct wal *w = s->wal;
     uint32_t n_written = 0;
+    bool deferring = false; /* an earlier item did not fit: everything after waits too */
     for (struct storage_item *it = list; it != NULL; it = it->next) {
         it->done.seq = it->seq;
+        it->retry = false; /* a retried item gets a fresh attempt */
+        if (deferring) {
+            it->retry = true;
+            continue;
+        }
         if (it->kind != STORAGE_ITEM_BATCH) {
             continue;
         }
@@ -184,6 +194,9 @@ static void storage__process(struct storage *s, struct storage_item *list, struc
             if (rv == 0) {
                 it->written = true;
                 n_written++;
+            } else if (rv == WAL_ENOSPC && s->o.retry_enospc) {
+                it->retry = true;
+                deferring = true;
             } else {
                 it->done.status = rv;
                 s->fatal = storage__is_fatal(rv);
@@ -207,6 +220,9 @@ static void storage__process(struct storage *s, struct storage_item *list, struc
         sync_rv = WAL_EFAILED; /* a later write failed fatally: nothing may be synced */
     }
     for (struct storage_item *it = list; it != NULL; it = it->next) {
+        if (it->retry) {
+            continue;
+        }
         if (it->kind == STORAGE_ITEM_COMPACT) {
             it->done.status = s->fatal ? WAL_EFAILED : wal_compact(w, it->compact_to, NULL);
             s->fatal = s->fatal || storage__is_fatal(it->done.status);
@@ -240,7 +256,31 @@ static void *storage__main(void *arg)
         pthread_mutex_unlock(&s->mu);
         storage__process(s, list, &st);
 
+        /* Items that did not fit are a suffix of list: they go back to the head of the
+         * queue, ahead of anything submitted meanwhile. When stopping, they complete as
+         * WAL_ENOSPC instead (not durable, not fatal). */
+        struct storage_item *retry = NULL, **link = &list;
+        while (*link && !(*link)->retry)
+            link = &(*link)->next;
+        retry = *link;
+        *link = NULL;
         pthread_mutex_lock(&s->mu);
+        if (retry && s->stopping) {
+            *link = retry;
+            for (struct storage_item *it = retry; it; it = it->next)
+                it->done.status = WAL_ENOSPC;
+            retry = NULL;
+        }
+        s->full = retry != NULL;
+        if (retry) {
+            struct storage_item *last = retry;
+            while (last->next)
+                last = last->next;
+            last->next = s->head;
+            if (s->head == NULL)
+                s->tail = last;
+            s->head = retry;
+        }
         s->stats.n_syncs = st.n_syncs;
         s->stats.n_groups = st.n_groups;
         s->stats.max_group = st.max_group;
@@ -263,6 +303,17 @@ static void *storage__main(void *arg)
             list = next;
         }
         pthread_mutex_lock(&s->mu);
+        if (s->full && !s->stopping) {
+            /* wait before the next attempt; new submissions queue behind the retried */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += (long)STORAGE_FULL_RETRY_MS * 1000000L;
+            until.tv_sec += until.tv_nsec / 1000000000L;
+            until.tv_nsec %= 1000000000L;
+            while (!s->stopping &&
+                   pthread_cond_timedwait(&s->work_cv, &s->mu, &until) != ETIMEDOUT) {
+            }
+        }
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -365,6 +416,14 @@ void storage_wait(struct storage *s)
         pthread_cond_wait(&s->done_cv, &s->mu);
     }
     pthread_mutex_unlock(&s->mu);
+}
+
+bool storage_full(struct storage *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool full = s->full;
+    pthread_mutex_unlock(&s->mu);
+    return full;
 }
 
 void storage_get_stats(struct storage *s, struct storage_stats *out)

@@ -18,7 +18,8 @@
  * Failures, in completion.status:
  *   - WAL_ESYNC / WAL_EIO / WAL_EFAILED with fatal = true: exit the process and recover
  *     from disk (fsyncgate: never retry a failed fsync).
- *   - WAL_ENOSPC (or another non-fatal error): the batch is not durable. Every later
+ *   - WAL_ENOSPC without opts.retry_enospc (or another non-fatal error): the batch is not
+ *     durable. Every later
  *     batch completes with STORAGE_ESTOPPED: Raft's "a crash may lose a suffix, never a
  *     middle part" must hold for the live process too. Fail the affected client
  *     requests, and when space is back restart the node's Raft core from disk
@@ -63,7 +64,14 @@ struct storage;
 struct storage_options {
     void *wakeup_arg;
     void (*wakeup_cb)(void *arg); /* on the worker thread; NULL = the loop polls */
+    /* Disk full: instead of failing the batch (and every later one), keep it and every
+     * later item queued in order and retry every STORAGE_FULL_RETRY_MS until it fits.
+     * The WAL cut the failed write back (WAL_ENOSPC leaves nothing behind), so nothing
+     * is lost or reordered; storage_full() tells the host to refuse new writes. */
+    bool retry_enospc;
 };
+
+#define STORAGE_FULL_RETRY_MS 500 /* between attempts while the disk is full */
 
 struct storage_completion {
     uint64_t seq;           /* from storage_submit / storage_compact */
@@ -99,6 +107,9 @@ uint32_t storage_poll(struct storage *s, struct storage_completion *out, uint32_
 void storage_wait(struct storage *s);
 
 void storage_get_stats(struct storage *s, struct storage_stats *out);
+
+/* With retry_enospc: whether a batch is waiting for disk space right now. */
+bool storage_full(struct storage *s);
 
 /* Processes what is queued, stops the worker and frees s; unpolled completions are
  * dropped. The WAL stays open. */

@@ -288,6 +288,57 @@ static void test_enospc_stops_later_batches(void **state)
     simfs_free(fs);
 }
 
+static void sleep_us(long us)
+{
+    struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* With retry_enospc the failed batch and everything after it wait, in order, and all
+ * become durable once there is room: nothing lost, nothing reordered. */
+static void test_enospc_retry_keeps_order(void **state)
+{
+    struct simfs *fs;
+    SH_ASSERT_OK(simfs_new(5, &fs));
+    struct wal_recovered rec;
+    struct wal *w = open_wal(simfs_env(fs), DIR, &rec);
+    wal_recovered_free(&rec);
+    struct simfs_faults faults = {0};
+    faults.capacity_bytes = simfs_used_bytes(fs) + 100; /* no room for another segment */
+    simfs_set_faults(fs, &faults);
+    struct storage *s;
+    const struct storage_options o = {.retry_enospc = true};
+    SH_ASSERT_OK(storage_start(w, &o, &s));
+    static uint8_t big[70000]; /* past the preallocated 64 KiB segment */
+    const struct raft_entry e = {
+        .term = 1, .index = 1, .type = 1, .n_bytes = sizeof(big), .bytes = big};
+    const struct wal_batch b = {.entries = &e, .n_entries = 1};
+    SH_ASSERT_OK(storage_submit(s, &b, NULL));
+    struct storage_completion done[4];
+    uint32_t n_done = 0;
+    submit_one(s, 2, done, &n_done);
+    for (int i = 0; i < 200 && !storage_full(s); i++)
+        sleep_us(1000);
+    assert_true(storage_full(s));
+    sleep_us(20000);
+    assert_int_equal(storage_poll(s, done, 4), 0); /* nothing completes while full */
+    faults.capacity_bytes = 0;
+    simfs_set_faults(fs, &faults);
+    collect(s, done, &n_done, 2);
+    assert_int_equal(done[0].status, 0);
+    assert_int_equal(done[1].status, 0);
+    assert_int_equal(done[1].durable_index, 2);
+    assert_false(storage_full(s));
+    storage_stop(s);
+    wal_close(w);
+    w = open_wal(simfs_env(fs), DIR, &rec);
+    assert_int_equal(rec.n_entries, 2);
+    assert_int_equal(rec.entries[0].n_bytes, sizeof(big));
+    wal_recovered_free(&rec);
+    wal_close(w);
+    simfs_free(fs);
+}
+
 static void test_compact_through_thread(void **state)
 {
     struct simfs *fs;
@@ -370,6 +421,7 @@ int main(void)
         cmocka_unit_test(test_wakeup_and_backpressure),
         cmocka_unit_test(test_fsync_failure_is_fatal),
         cmocka_unit_test(test_enospc_stops_later_batches),
+        cmocka_unit_test(test_enospc_retry_keeps_order),
         cmocka_unit_test(test_compact_through_thread),
         cmocka_unit_test(test_posix_group_commit),
     };
