@@ -66,30 +66,29 @@ struct text {
 
 static void put(struct text *t, const char *fmt, ...)
 {
-    for (int attempt = 0; attempt < 2 && !t->oom; attempt++) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(t->p ? t->p + t->len : NULL, t->p ? t->cap - t->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            t->oom = true;
-            return;
-        }
-        if (t->p && (size_t)n < t->cap - t->len) {
-            t->len += (size_t)n;
-            return;
-        }
+    if (t->oom)
+        return;
+    va_list ap, again;
+    va_start(ap, fmt);
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    size_t need = n < 0 ? 0 : t->len + (size_t)n + 1;
+    if (n >= 0 && need > t->cap) {
         size_t cap = t->cap ? t->cap : 8192;
-        while (cap < t->len + (size_t)n + 1)
+        while (cap < need)
             cap *= 2;
         char *np = realloc(t->p, cap);
-        if (!np) {
-            t->oom = true;
-            return;
+        if (np) {
+            t->p = np;
+            t->cap = cap;
         }
-        t->p = np;
-        t->cap = cap;
     }
+    if (n < 0 || need > t->cap)
+        t->oom = true;
+    else
+        t->len += (size_t)vsnprintf(t->p + t->len, t->cap - t->len, fmt, again);
+    va_end(again);
 }
 
 static void put_hist(struct text *t, const char *name, const char *labels, const struct hist *h)

@@ -415,6 +415,16 @@ static bool id_in(const uint32_t *ids, uint32_t count, uint32_t id)
     return false;
 }
 
+static bool same_config(const struct raft_config *a, const struct raft_config *b)
+{
+    if (a->n_servers != b->n_servers)
+        return false;
+    for (uint32_t i = 0; i < a->n_servers; i++)
+        if (a->servers[i].id != b->servers[i].id || a->servers[i].role != b->servers[i].role)
+            return false;
+    return true;
+}
+
 /* Dials every member of the configuration and every flag member (a joining node must
  * reach the existing ones before it is in any configuration), and hangs up on the rest. */
 static void sync_peers(struct node *n)
@@ -512,8 +522,7 @@ static void flush(struct node *n)
         answer_reads(n, u.reads, u.n_reads);
         finish_reads_applied(n);
     }
-    const struct raft_config *rc = raft_config(n->raft);
-    if (memcmp(rc, &n->dialed_for, sizeof(*rc)) != 0)
+    if (!same_config(raft_config(n->raft), &n->dialed_for))
         sync_peers(n);
     bool leading = raft_role(n->raft) == RAFT_LEADER;
     if (leading != n->leading) {
@@ -875,6 +884,7 @@ int node_start(uv_loop_t *loop, const struct node_config *c, struct node **out, 
     for (uint32_t i = 0; i < c->n_members; i++)
         if (c->members[i].id == c->id)
             self = &c->members[i];
+    CC_ASSERT(self != NULL); /* checked above: c->id is one of c->members */
     rv = transport_init(&n->tr, loop, c->id, c->cluster_id, self->peer_addr, on_peer_msg, n);
     n->tr_open = true;
     if (rv != 0) {

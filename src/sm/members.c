@@ -8,6 +8,7 @@
  */
 #include "sm/members.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "base/hash.h"
@@ -79,10 +80,12 @@ static bool get_str(struct le_reader *r, char *out, size_t cap)
     uint64_t len = 0;
     if (!le_read(r, 4, &len) || len >= cap || r->n - r->off < len)
         return false;
-    memcpy(out, r->p + r->off, (size_t)len);
-    out[len] = 0;
+    const uint8_t *src = r->p + r->off;
+    if (memchr(src, 0, (size_t)len) != NULL)
+        return false; /* no embedded NUL */
+    snprintf(out, cap, "%.*s", (int)len, (const char *)src);
     r->off += (size_t)len;
-    return memchr(out, 0, (size_t)len) == NULL; /* no embedded NUL */
+    return true;
 }
 
 static size_t entry_bytes(const struct members_entry *e)
@@ -264,7 +267,7 @@ malformed:
 
 uint64_t members_digest(const struct members *m)
 {
-    uint8_t buf[MEMBERS_SNAPSHOT_BYTES_MAX];
+    uint8_t buf[MEMBERS_SNAPSHOT_BYTES_MAX] = {0};
     size_t n = 0;
     if (members_encode(m, buf, sizeof(buf), &n) != 0)
         return 0;
