@@ -8,8 +8,8 @@
 #
 # Prints one line per suite (PASS/FAIL, name, count, seconds) and ends with the plain
 # line "N passed, M failed"; exits 1 if anything failed or nothing ran. A suite is one
-# BUILD_DIR/tests/test_* binary, the integration suite, one simulator run, or one fuzz
-# target's smoke run.
+# BUILD_DIR/tests/test_* binary, the integration suite, the chaos suite, one simulator
+# run, or one fuzz target's smoke run.
 # For cmocka binaries the counts are the individual tests from "[  PASSED  ] N test(s)."
 # / "[  FAILED  ] N test(s)"; a suite whose output has no such line (the simulator, a
 # fuzz run, a crash) counts as one test.
@@ -26,6 +26,10 @@
 # pytest or requests for that python (scripts/deps.sh installs python3-pytest and
 # python3-requests), or without BUILD_DIR/conclave, it is skipped with a SKIP line.
 # Env: INTEGRATION_TIMEOUT (600 s).
+# Chaos: tests/chaos (the bounded Jepsen-style pass: linearizability checker tests, kill,
+# pause and partition nemeses on three servers, the --test-stale-reads negative control;
+# about 2 minutes) runs the same way, right after integration, against the same binary:
+# histories and member logs stay in BUILD_DIR/test-logs/chaos/. Env: CHAOS_TIMEOUT (600 s).
 # Each suite's full output is kept in BUILD_DIR/test-logs/<suite>.log, and the tail of
 # a failing one is echoed below its line.
 set -uo pipefail
@@ -78,25 +82,26 @@ for t in "$dir"/tests/test_*; do
     run_suite "$(basename "$t")" "${UNIT_TIMEOUT:-300}" "$t"
 done
 
-# integration: the pytest suite in tests/integration against real server processes.
-integration() {
-    local root py=/usr/bin/python3 log=$logs/integration.log t0 t1 rc line p f e s note
+# pytest_suite NAME TIMEOUT: the pytest suite in tests/NAME against real server processes.
+pytest_suite() {
+    local name=$1 limit=$2
+    local root py=/usr/bin/python3 log=$logs/$name.log t0 t1 rc line p f e s note
     root=$(cd "$(dirname "$0")/.." && pwd)
-    [ -d "$root/tests/integration" ] || return 0
+    [ -d "$root/tests/$name" ] || return 0
     if [ ! -x "$dir/conclave" ]; then
-        echo "SKIP  integration                  (no $dir/conclave)"
+        printf 'SKIP  %-28s (no %s)\n' "$name" "$dir/conclave"
         return 0
     fi
     if ! "$py" -c 'import pytest, requests' >/dev/null 2>&1; then
-        echo "SKIP  integration                  ($py lacks pytest or requests: scripts/deps.sh)"
+        printf 'SKIP  %-28s (%s lacks pytest or requests: scripts/deps.sh)\n' "$name" "$py"
         return 0
     fi
     t0=$(now_ms)
     CONCLAVE_BIN="$(cd "$dir" && pwd)/conclave" PYTHONDONTWRITEBYTECODE=1 \
-        timeout --kill-after=10 "${INTEGRATION_TIMEOUT:-600}" \
+        timeout --kill-after=10 "$limit" \
         "$py" -m pytest -v -p no:cacheprovider -o faulthandler_timeout=120 \
-        --basetemp="$logs/integration" \
-        "$root/tests/integration" >"$log" 2>&1
+        --basetemp="$logs/$name" \
+        "$root/tests/$name" >"$log" 2>&1
     rc=$?
     t1=$(now_ms)
     # pytest's closing line, e.g. "2 failed, 25 passed, 1 error in 31.02s"
@@ -112,13 +117,13 @@ integration() {
     f=$((f + e))
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
     note="$((p + f + s)) tests"
-    [ "$rc" -eq 124 ] && note="$note (timed out after ${INTEGRATION_TIMEOUT:-600}s)"
+    [ "$rc" -eq 124 ] && note="$note (timed out after ${limit}s)"
     [ "$rc" -eq 5 ] && note="no tests collected"
     passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
     suites=$((suites + 1))
     local verdict=PASS
     [ "$rc" -eq 0 ] || verdict=FAIL
-    printf '%s  %-28s %-32s %6d.%02ds\n' "$verdict" integration "$note" \
+    printf '%s  %-28s %-32s %6d.%02ds\n' "$verdict" "$name" "$note" \
         $(((t1 - t0) / 1000)) $((((t1 - t0) % 1000) / 10))
     if [ "$verdict" = FAIL ]; then
         echo "      exit $rc; failing tests and last lines of $log:"
@@ -127,7 +132,8 @@ integration() {
     fi
 }
 
-integration
+pytest_suite integration "${INTEGRATION_TIMEOUT:-600}"
+pytest_suite chaos "${CHAOS_TIMEOUT:-600}"
 
 if [ -x "$dir/conclave-sim" ]; then
     run_suite conclave-sim "${SIM_TIMEOUT:-3600}" \
