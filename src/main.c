@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cli/cluster_cmd.h"
+#include "cli/id_cmd.h"
 #include "cli/kv_cmd.h"
 #include "cli/serve.h"
 #include "cli/wal_cmd.h"
@@ -68,6 +69,7 @@ static const struct cli_command cli_commands[] = {
     {"wal", cli_wal_main},
     {"kv", cli_kv_main},
     {"cluster", cli_cluster_main},
+    {"id", cli_id_main},
 };
 
 /* ---- main ------------------------------------------------------------------------- */

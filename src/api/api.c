@@ -23,6 +23,7 @@
 
 #include "api/api_internal.h"
 #include "api/forward.h"
+#include "api/id_api.h"
 #include "sm/kvcmd.h"
 
 #define API_KEY_PREFIX "/v1/kv/"
@@ -746,6 +747,13 @@ static void api_handle(struct http_req *req, void *arg)
         lock_api_route(a, req);
         return;
     }
+    if (path_has_prefix(req, "/v1/id/") || path_has_prefix(req, "/s/")) {
+        if (req->path[1] == 's')
+            id_api_redirect(a->ids, req); /* id_api.c: short-url redirects */
+        else
+            id_api_route(a->ids, req); /* id_api.c: the ID service (docs/id.md) */
+        return;
+    }
     if (path_is(req, "/v1/txn") && req->method == HTTP_POST)
         kv_txn(a, req);
     else if (path_is(req, "/v1/compact") && req->method == HTTP_POST)
@@ -835,6 +843,9 @@ int api_start(uv_loop_t *loop, struct node *node, const char *http_addr,
         snprintf(msg, msg_cap, "out of memory for the lock API");
         return HTTP_ENOMEM; /* the server runs; serve.c exits */
     }
+    rv = id_api_init(a, &a->ids, msg, msg_cap);
+    if (rv != 0)
+        return rv; /* the server runs; serve.c exits */
     uv_timer_init(loop, &a->publish_timer);
     a->publish_timer.data = a;
     uv_timer_start(&a->publish_timer, on_publish_timer, API_TICK_MS, API_TICK_MS);
@@ -861,6 +872,8 @@ void api_free(struct api *a)
 {
     a->closing = true;
     lock_api_fini(a);
+    id_api_fini(a->ids); /* after the server stopped, before node_stop */
+    a->ids = NULL;
     node_cancel(a->node, a); /* a directory update from the publish tick */
     uv_close((uv_handle_t *)&a->publish_timer, on_api_closed);
 }

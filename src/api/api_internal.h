@@ -41,6 +41,7 @@ struct api {
     bool closing;             /* api_free ran: free once the timer and calls are done */
     bool timer_closed;
     uint32_t n_calls;         /* forward_call()s in flight, each holding a */
+    struct id_api *ids;       /* id_api.c: /v1/id/ and /s/ (docs/id.md) */
     /* lock_api.c */
     struct op *lock_waiters;  /* queued acquires on this node */
     uint64_t next_request_id;
