@@ -88,6 +88,9 @@ struct node {
     int n_handles_open;
 
     uint64_t last_seq_submitted;
+    struct raft_hard_state hs_submitted; /* term and vote last handed to storage */
+    struct raft_read_ready *reads_copy;  /* flush(): u.reads, copied before applying */
+    uint32_t cap_reads_copy;
     uint64_t last_seq_durable;
     struct held_msgs *held;
     uint32_t n_held, cap_held;
@@ -489,13 +492,21 @@ static void flush(struct node *n)
         raft_update_take(n->raft, &u);
         if (u.snapshot)
             install_snapshot(n, u.snapshot);
+        /* A change of the commit index alone is not made durable (Raft keeps it
+         * volatile; recovery takes max(snapshot, recorded commit) and relearns the rest
+         * from the leader): syncing it cost a second fdatasync per write. */
+        bool commit_only = u.hard_state_changed && !u.snapshot && !u.truncate_from &&
+                           u.n_entries == 0 && u.hard_state.term == n->hs_submitted.term &&
+                           u.hard_state.vote == n->hs_submitted.vote;
+        if (u.hard_state_changed && !commit_only)
+            n->hs_submitted = u.hard_state;
         struct wal_batch b = {
             .snapshot_index = u.snapshot ? u.snapshot->index : 0,
             .snapshot_term = u.snapshot ? u.snapshot->term : 0,
             .truncate_from = u.truncate_from,
             .entries = u.entries,
             .n_entries = u.n_entries,
-            .has_hard_state = u.hard_state_changed,
+            .has_hard_state = u.hard_state_changed && !commit_only,
             .hard_state = u.hard_state,
         };
         if (b.snapshot_index || b.truncate_from || b.n_entries || b.has_hard_state) {
@@ -517,9 +528,23 @@ static void flush(struct node *n)
             else
                 send_msgs(n, u.msgs_after_persist, u.n_msgs_after_persist);
         }
-        for (uint32_t i = 0; i < u.n_committed; i++)
-            apply_entry(n, &u.committed[i]);
-        answer_reads(n, u.reads, u.n_reads);
+        /* Callbacks run while we apply, and may propose or read: that can grow the
+         * core's log and read queue, so u's pointers into them would dangle. Reads are
+         * copied first; entries are looked up by index each time. */
+        uint32_t n_reads = 0;
+        if (u.n_reads > 0 && cc_grow((void **)&n->reads_copy, &n->cap_reads_copy, u.n_reads,
+                                     sizeof(*n->reads_copy))) {
+            memcpy(n->reads_copy, u.reads, u.n_reads * sizeof(*n->reads_copy));
+            n_reads = u.n_reads; /* (no memory: those reads time out and are retried) */
+        }
+        const struct raft_read_ready *reads = n->reads_copy;
+        uint64_t first = u.n_committed ? u.committed[0].index : 0;
+        for (uint32_t i = 0; i < u.n_committed; i++) {
+            const struct raft_entry *e = raft_entry_at(n->raft, first + i);
+            CC_ASSERT(e != NULL); /* committed entries stay in memory until a snapshot */
+            apply_entry(n, e);
+        }
+        answer_reads(n, reads, n_reads);
         finish_reads_applied(n);
     }
     if (!same_config(raft_config(n->raft), &n->dialed_for))
@@ -856,6 +881,7 @@ int node_start(uv_loop_t *loop, const struct node_config *c, struct node **out, 
                                 .snapshot = have_snap ? &snap : NULL,
                                 .entries = rec.entries,
                                 .n_entries = rec.n_entries};
+    n->hs_submitted = rec.hard_state; /* what is on disk already */
     rv = raft_new(&ro, &rr, &n->raft);
     wal_recovered_free(&rec);
     if (rv != 0) {
@@ -1123,6 +1149,7 @@ static void node_free(struct node *n)
     free(n->held);
     free(n->props);
     free(n->reads);
+    free(n->reads_copy);
     lease_timer_free(n->lease_timer);
     if (n->st)
         storage_stop(n->st);
