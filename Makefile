@@ -9,6 +9,8 @@
 #   make chaos        MINUTES=N WORKLOAD=register NEMESIS=kill|pause|partition|mixed against
 #                     real servers; histories and summary in build/chaos/<timestamp>/
 #   make sim-mutants  build each RAFT_MUTANT_* and check the simulator catches it
+#   make install      PREFIX=/usr/local DESTDIR=: the client headers, libconclave-client.a,
+#                     conclave.pc (pkg-config) and the conclave binary
 #   make fuzz         build tests/fuzz/fuzz_*.c with libFuzzer, run each FUZZ_SECONDS
 #   make fmt | lint | clean
 #
@@ -115,6 +117,40 @@ $(B)/obj/%.o: %.c $(B)/.flags
 
 $(B)/libconclave.a: $(call obj,$(LIB_SRC))
 	$(call say,AR,$@)rm -f $@ && $(AR) rcs $@ $^
+
+# ---- the C client library (include/conclave/client.h, docs/client.md) -------------------
+# Its objects are in libconclave.a too (every src/**/*.c is); this archive is the one
+# programs link: src/client/ and the HTTP exchange it uses (src/cli/client.c), no server.
+CLIENT_SRC := $(sort $(wildcard src/client/*.c)) $(wildcard src/cli/client.c)
+LIBCLIENT  := $(if $(wildcard src/client/*.c),$(B)/libconclave-client.a)
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+PC_VERSION := $(shell sed -n 's/^\#define CONCLAVE_VERSION "\(.*\)"/\1/p' src/main.c 2>/dev/null)
+
+all: $(LIBCLIENT) $(if $(LIBCLIENT),$(B)/conclave.pc)
+
+$(B)/libconclave-client.a: $(call obj,$(CLIENT_SRC))
+	$(call say,AR,$@)rm -f $@ && $(AR) rcs $@ $^
+
+# Rewritten only when its text (PREFIX, version) changes.
+PC_LINES = 'prefix=$(PREFIX)' 'exec_prefix=$${prefix}' 'libdir=$${exec_prefix}/lib' \
+    'includedir=$${prefix}/include' '' 'Name: conclave' \
+    'Description: C client for Conclave: keys, leases, and locks with a watchdog' \
+    'Version: $(or $(PC_VERSION),0.0.0)' 'Cflags: -I$${includedir}' \
+    'Libs: -L$${libdir} -lconclave-client -ljansson -lhttp_parser -pthread'
+$(B)/conclave.pc: FORCE
+	@mkdir -p $(@D)
+	@printf '%s\n' $(PC_LINES) | cmp -s - $@ || \
+	    { printf '  %-6s %s\n' GEN $@; printf '%s\n' $(PC_LINES) > $@; }
+
+.PHONY: install
+install: $(LIBCLIENT) $(B)/conclave.pc $(BIN_CONCLAVE)
+	install -d $(DESTDIR)$(PREFIX)/include/conclave $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+	    $(DESTDIR)$(PREFIX)/bin
+	install -m 644 include/conclave/*.h $(DESTDIR)$(PREFIX)/include/conclave/
+	install -m 644 $(LIBCLIENT) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(B)/conclave.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	$(if $(BIN_CONCLAVE),install -m 755 $(BIN_CONCLAVE) $(DESTDIR)$(PREFIX)/bin/)
 
 $(B)/libsim.a: $(call obj,$(SIM_SRC))
 	$(call say,AR,$@)rm -f $@ && $(AR) rcs $@ $^

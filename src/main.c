@@ -15,6 +15,7 @@
 #include "cli/cluster_cmd.h"
 #include "cli/id_cmd.h"
 #include "cli/kv_cmd.h"
+#include "cli/lock_cmd.h"
 #include "cli/serve.h"
 #include "cli/wal_cmd.h"
 
@@ -69,6 +70,7 @@ static const struct cli_command cli_commands[] = {
     {"wal", cli_wal_main},
     {"kv", cli_kv_main},
     {"cluster", cli_cluster_main},
+    {"lock", cli_lock_main}, {"lease", cli_lease_main}, {"elect", cli_elect_main},
     {"id", cli_id_main},
 };
 
