@@ -18,6 +18,7 @@
 #include "cli/lock_cmd.h"
 #include "cli/serve.h"
 #include "cli/wal_cmd.h"
+#include "cli/watch_cmd.h"
 
 #ifndef CONCLAVE_VERSION
 #define CONCLAVE_VERSION "0.1.0-dev"
@@ -72,6 +73,7 @@ static const struct cli_command cli_commands[] = {
     {"cluster", cli_cluster_main},
     {"lock", cli_lock_main}, {"lease", cli_lease_main}, {"elect", cli_elect_main},
     {"id", cli_id_main},
+    {"watch", cli_watch_main},
 };
 
 /* ---- main ------------------------------------------------------------------------- */

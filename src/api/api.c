@@ -24,6 +24,7 @@
 #include "api/api_internal.h"
 #include "api/forward.h"
 #include "api/id_api.h"
+#include "api/watch.h"
 #include "sm/kvcmd.h"
 
 #define API_KEY_PREFIX "/v1/kv/"
@@ -742,6 +743,11 @@ static void api_handle(struct http_req *req, void *arg)
         v3_api_route(a, req);
         return;
     }
+    if (req->path_len >= strlen(WATCH_PATH_PREFIX) &&
+        memcmp(req->path, WATCH_PATH_PREFIX, strlen(WATCH_PATH_PREFIX)) == 0) {
+        watch_request(a->watch, req); /* watch.c: SSE streams, ?prefix, ?from_revision */
+        return;
+    }
     if (path_has_prefix(req, "/v1/lease") || path_is(req, "/v1/lease") ||
         path_has_prefix(req, "/v1/lock/") || path_has_prefix(req, "/v1/election/")) {
         lock_api_route(a, req);
@@ -846,6 +852,12 @@ int api_start(uv_loop_t *loop, struct node *node, const char *http_addr,
     rv = id_api_init(a, &a->ids, msg, msg_cap);
     if (rv != 0)
         return rv; /* the server runs; serve.c exits */
+    rv = watch_hub_new(loop, node, &a->watch);
+    if (rv != 0) {
+        snprintf(msg, msg_cap, "cannot start the watch hub: %s",
+                 rv == WATCH_ENOMEM ? watch_strerror(rv) : node_strerror(rv));
+        return rv; /* the server runs; serve.c exits */
+    }
     uv_timer_init(loop, &a->publish_timer);
     a->publish_timer.data = a;
     uv_timer_start(&a->publish_timer, on_publish_timer, API_TICK_MS, API_TICK_MS);
@@ -874,6 +886,8 @@ void api_free(struct api *a)
     lock_api_fini(a);
     id_api_fini(a->ids); /* after the server stopped, before node_stop */
     a->ids = NULL;
+    watch_hub_free(a->watch); /* every stream ended with the server; frees itself */
+    a->watch = NULL;
     node_cancel(a->node, a); /* a directory update from the publish tick */
     uv_close((uv_handle_t *)&a->publish_timer, on_api_closed);
 }

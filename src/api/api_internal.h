@@ -42,6 +42,7 @@ struct api {
     bool timer_closed;
     uint32_t n_calls;         /* forward_call()s in flight, each holding a */
     struct id_api *ids;       /* id_api.c: /v1/id/ and /s/ (docs/id.md) */
+    struct watch_hub *watch;  /* watch.c: GET /v1/watch/ streams */
     /* lock_api.c */
     struct op *lock_waiters;  /* queued acquires on this node */
     uint64_t next_request_id;

@@ -16,7 +16,7 @@
  *   CONCLAVE_TEST_ID_CLOCK = 1  TEST ONLY: POST /v1/id/test/clock shifts the clock the
  *                               snowflake and order generators read (rollback tests)
  *
- * Errors: negative ID_API_E* in -1981..-1989; id_api_strerror() names them.
+ * Errors: negative ID_API_E* in -1931..-1939; id_api_strerror() names them.
  */
 #ifndef CC_API_ID_API_H
 #define CC_API_ID_API_H
@@ -26,8 +26,8 @@
 #include "api/http.h"
 
 enum {
-    ID_API_ENOMEM = -1981,  /* allocation failed */
-    ID_API_ECONFIG = -1982, /* a bad CONCLAVE_SNOWFLAKE_ROLLBACK value */
+    ID_API_ENOMEM = -1931,  /* allocation failed */
+    ID_API_ECONFIG = -1932, /* a bad CONCLAVE_SNOWFLAKE_ROLLBACK value */
 };
 const char *id_api_strerror(int rv);
 

@@ -16,7 +16,7 @@
  *     for a body it will not take) and close, and that answer is worth more than EPIPE.
  *
  * Sections: limits | errors | endpoint | escaping | time and sockets | connect |
- * response parsing | exchange | cli glue.
+ * response parsing | exchange | streaming exchange (watch streams) | cli glue.
  */
 #include "cli/client.h"
 
@@ -645,6 +645,197 @@ void client_response_free(struct client_response *resp)
     free(resp->body);
     resp->body = NULL;
     resp->body_len = 0;
+}
+
+/* ---- streaming exchange ------------------------------------------------------------ */
+
+/* client__rx first, so the shared header callbacks (which see a client__rx) work. */
+struct client__srx {
+    struct client__rx rx;
+    client_body_cb body_cb;
+    void *arg;
+    bool streaming; /* a 2xx head arrived: the body goes to body_cb */
+    bool head_done;
+    int cb_rv; /* body_cb's stop value */
+};
+
+static int client__s_on_headers_complete(http_parser *p)
+{
+    struct client__srx *s = p->data;
+    if (p->status_code / 100 == 1)
+        return 0; /* interim: the real head follows */
+    s->head_done = true;
+    s->streaming = p->status_code / 100 == 2;
+    return client__on_headers_complete(p);
+}
+
+static int client__s_on_body(http_parser *p, const char *at, size_t n)
+{
+    struct client__srx *s = p->data;
+    if (!s->streaming)
+        return client__on_body(p, at, n);
+    int rv = s->body_cb(s->arg, (const uint8_t *)at, n);
+    if (rv > 0) {
+        s->cb_rv = rv;
+        http_parser_pause(p, 1);
+    }
+    return 0;
+}
+
+static const http_parser_settings client__stream_settings = {
+    .on_message_begin = client__on_message_begin,
+    .on_header_field = client__on_header_field,
+    .on_header_value = client__on_header_value,
+    .on_headers_complete = client__s_on_headers_complete,
+    .on_body = client__s_on_body,
+    .on_message_complete = client__on_message_complete,
+};
+
+/* Reads until the message ends, body_cb stops, or a deadline: the head's by
+ * head_deadline_ms, then (streaming) silence_ms after the last bytes. */
+static int client__stream_receive(int fd, http_parser *parser, struct client__srx *s,
+                                  uint64_t head_deadline_ms, uint32_t silence_ms, char *errmsg,
+                                  size_t cap)
+{
+    char buf[CLIENT_READ_BYTES];
+    uint64_t deadline_ms = head_deadline_ms;
+    while (!s->rx.done && s->cb_rv == 0) {
+        int ready = client__poll(fd, POLLIN, deadline_ms);
+        if (ready == 0) {
+            snprintf(errmsg, cap,
+                     s->streaming ? "no bytes from the server for %u ms"
+                                  : "no complete response within %u ms",
+                     (unsigned)silence_ms);
+            return CLIENT_ETIMEDOUT;
+        }
+        ssize_t n = ready > 0 ? recv(fd, buf, sizeof(buf), 0) : -1;
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+                continue;
+            snprintf(errmsg, cap, "receive: %s", strerror(errno));
+            return CLIENT_EIO;
+        }
+        http_parser_execute(parser, &client__stream_settings, buf, (size_t)n);
+        enum http_errno e = HTTP_PARSER_ERRNO(parser);
+        if (s->rx.err == CLIENT_ETOOBIG) {
+            snprintf(errmsg, cap, "the response body is over the limit of %zu bytes", s->rx.max);
+            return CLIENT_ETOOBIG;
+        }
+        if (s->rx.err != 0) {
+            snprintf(errmsg, cap, "%s", client_strerror(s->rx.err));
+            return s->rx.err;
+        }
+        if (e != HPE_OK && !(e == HPE_PAUSED && (s->rx.done || s->cb_rv != 0))) {
+            snprintf(errmsg, cap, "malformed response: %s", http_errno_description(e));
+            return CLIENT_EPROTO;
+        }
+        if (n == 0 && !s->rx.done && s->cb_rv == 0) {
+            if (s->streaming)
+                return 0; /* a close-delimited stream (HTTP/1.0 framing) ended */
+            snprintf(errmsg, cap,
+                     "the server closed the connection before the response was complete");
+            return CLIENT_EPROTO;
+        }
+        if (s->streaming)
+            deadline_ms = client__now_ms() + silence_ms;
+    }
+    return s->cb_rv;
+}
+
+int client_stream(const char *endpoint, const struct client_opts *opts,
+                  const struct client_request *req, struct client_response *resp,
+                  client_body_cb body_cb, void *arg, char *errmsg, size_t errmsg_cap)
+{
+    CC_ASSERT(endpoint != NULL && opts != NULL && opts->timeout_ms > 0);
+    CC_ASSERT(opts->response_bytes_max <= CLIENT_RESPONSE_BYTES_MAX);
+    CC_ASSERT(req != NULL && req->method != NULL && req->target != NULL);
+    CC_ASSERT(req->body != NULL || req->body_len == 0);
+    CC_ASSERT(resp != NULL && body_cb != NULL);
+    memset(resp, 0, sizeof(*resp));
+    char scratch[8];
+    if (!errmsg || errmsg_cap == 0) {
+        errmsg = scratch;
+        errmsg_cap = sizeof(scratch);
+    }
+    errmsg[0] = '\0';
+    size_t target_len = strlen(req->target);
+    size_t type_len = req->content_type ? strlen(req->content_type) : 0;
+    if (target_len >= CLIENT_TARGET_BYTES_MAX || req->target[0] != '/' ||
+        strpbrk(req->target, " \r\n") || strlen(req->method) >= CLIENT_METHOD_BYTES_MAX ||
+        strpbrk(req->method, " \r\n") || type_len >= CLIENT_CONTENT_TYPE_BYTES ||
+        (req->content_type && strpbrk(req->content_type, "\r\n"))) {
+        snprintf(errmsg, errmsg_cap, "malformed request line or header");
+        return CLIENT_EINVAL;
+    }
+    char host[CLIENT_ENDPOINT_BYTES], port[8];
+    int rv =
+        client_endpoint_split(endpoint, host, sizeof(host), port, sizeof(port), errmsg, errmsg_cap);
+    if (rv != 0)
+        return rv;
+    uint64_t deadline_ms = client__now_ms() + opts->timeout_ms;
+    uint32_t connect_ms =
+        opts->connect_timeout_ms ? opts->connect_timeout_ms : CLIENT_CONNECT_TIMEOUT_MS;
+    int fd = -1;
+    rv = client__connect(host, port, connect_ms, deadline_ms, &fd, errmsg, errmsg_cap);
+    if (rv != 0)
+        return rv;
+    size_t head_cap = target_len + strlen(host) + type_len + CLIENT_HEAD_EXTRA_BYTES;
+    char *head = malloc(head_cap);
+    if (!head) {
+        snprintf(errmsg, errmsg_cap, "out of memory");
+        rv = CLIENT_ENOMEM;
+        goto err_after_fd;
+    }
+    bool v6 = strchr(host, ':') != NULL;
+    int head_len = snprintf(head, head_cap,
+                            "%s %s HTTP/1.1\r\nHost: %s%s%s:%s\r\nUser-Agent: conclave-cli\r\n"
+                            "Accept: text/event-stream\r\nConnection: close\r\n",
+                            req->method, req->target, v6 ? "[" : "", host, v6 ? "]" : "", port);
+    if (req->content_type)
+        head_len += snprintf(head + head_len, head_cap - (size_t)head_len, "Content-Type: %s\r\n",
+                             req->content_type);
+    if (req->body_len > 0)
+        head_len += snprintf(head + head_len, head_cap - (size_t)head_len,
+                             "Content-Length: %zu\r\n", req->body_len);
+    head_len += snprintf(head + head_len, head_cap - (size_t)head_len, "\r\n");
+    CC_ASSERT(head_len > 0 && (size_t)head_len < head_cap);
+    rv = client__send_all(fd, head, (size_t)head_len, deadline_ms, errmsg, errmsg_cap);
+    if (rv == 0 && req->body_len > 0)
+        rv = client__send_all(fd, req->body, req->body_len, deadline_ms, errmsg, errmsg_cap);
+    free(head);
+    if (rv != 0)
+        goto err_after_fd;
+    struct client__srx s = {
+        .rx = {.resp = resp,
+               .max =
+                   opts->response_bytes_max ? opts->response_bytes_max : CLIENT_RESPONSE_BYTES_MAX},
+        .body_cb = body_cb,
+        .arg = arg,
+    };
+    http_parser parser;
+    http_parser_init(&parser, HTTP_RESPONSE);
+    parser.data = &s;
+    rv = client__stream_receive(fd, &parser, &s, deadline_ms, opts->timeout_ms, errmsg, errmsg_cap);
+    if (rv < 0)
+        goto err_after_body;
+    if (!s.streaming) {
+        if (!resp->body && !(resp->body = malloc(1))) {
+            snprintf(errmsg, errmsg_cap, "out of memory");
+            rv = CLIENT_ENOMEM;
+            goto err_after_body;
+        }
+        resp->body[resp->body_len] = '\0';
+    }
+    close(fd);
+    return rv;
+
+err_after_body:
+    client_response_free(resp);
+    memset(resp, 0, sizeof(*resp));
+err_after_fd:
+    close(fd);
+    CC_ASSERT(rv < 0);
+    return rv;
 }
 
 /* ---- cli glue ---------------------------------------------------------------------- */

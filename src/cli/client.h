@@ -123,6 +123,24 @@ int client_do(const char *endpoint, const struct client_opts *opts,
 /* Frees the body; the struct may be reused. NULL-safe. */
 void client_response_free(struct client_response *resp);
 
+/* ---- streaming exchange (watch) ---------------------------------------------------- */
+
+/* Called with each piece of a 2xx response body as it arrives (chunked framing removed;
+ * pieces split anywhere). A positive return stops the exchange. */
+typedef int (*client_body_cb)(void *arg, const uint8_t *bytes, size_t n);
+
+/* Like client_do, for an endless body (Server-Sent Events): connect, send and the
+ * response head must complete within opts->timeout_ms; then a 2xx body goes to body_cb
+ * piece by piece for as long as bytes keep coming, opts->timeout_ms now being the
+ * longest silence allowed (a watch sends a bookmark every few seconds). A non-2xx
+ * response is read whole into *resp (bounded as in client_do; free it) and returns 0
+ * with resp->status set. For a 2xx, resp->status and content_type are set and the body
+ * stays empty. Returns 0 (the server ended the body, or a non-2xx), body_cb's positive
+ * value, or a CLIENT_E* code with errmsg set (then *resp is empty). */
+int client_stream(const char *endpoint, const struct client_opts *opts,
+                  const struct client_request *req, struct client_response *resp,
+                  client_body_cb body_cb, void *arg, char *errmsg, size_t errmsg_cap);
+
 /* ---- cli glue ---------------------------------------------------------------------- */
 
 #define CLIENT_GLOBAL_FLAGS_USAGE                                                         \

@@ -1,0 +1,488 @@
+/* watch_cmd.c -- `conclave watch`: follow a key or a prefix over GET /v1/watch/{key}.
+ *
+ *   conclave watch KEY [--prefix] [--from-revision N] [--lease ID] [--count N]
+ *
+ * The body is a Server-Sent Events stream (docs/API.md "Watch"). This file parses it
+ * (lines end in LF, CR or CRLF; "field: value"; a blank line dispatches; ':' starts a
+ * comment) and prints, for people, one line per change:
+ *
+ *   7 PUT key = value            a put at revision 7
+ *   7 DELETE key                 a delete at revision 7 (a txn's changes share it)
+ *   12 SNAPSHOT key = value      from_revision was compacted: the state at 12, per key
+ *   LEASE 5 revoked (revision 13)
+ *
+ * Bookmarks (progress) print nothing. With -o json every SSE event is one line,
+ * {"event":..,"id":N|null,"data":{..}}, bookmarks included. An `error` event (the server
+ * cut a watch that fell behind) goes to stderr with the revision to resume from, exit 1.
+ * --count N exits 0 after N put/delete/snapshot events. A silent server is given up on
+ * after --timeout-ms (default 15 s; the server sends a bookmark every 5 s).
+ *
+ * Invariants: one event is held at a time, bounded by WATCH_CMD_EVENT_BYTES_MAX;
+ * stdout is flushed after every event, so a pipe sees each at once.
+ *
+ * Sections: limits | usage | SSE parsing | rendering | run.
+ */
+#include "cli/watch_cmd.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/assert.h"
+#include "cli/client.h"
+#include "sm/kv.h"
+
+/* ---- limits ------------------------------------------------------------------------ */
+
+/* One SSE event (a snapshot event can be large: the server caps it at 64 MiB). */
+#define WATCH_CMD_EVENT_BYTES_MAX CLIENT_RESPONSE_BYTES_MAX
+#define WATCH_CMD_FIELD_BYTES     32u /* event names and ids; longer are truncated */
+
+_Static_assert(sizeof("/v1/watch/") + 3 * (size_t)KV_KEY_BYTES_MAX + 128 <= CLIENT_TARGET_BYTES_MAX,
+               "an escaped longest key and every query flag fit in one target");
+
+/* body_cb stop values (positive: client_stream returns them) */
+enum { WC_STOP_COUNT = 1, WC_STOP_ERROR = 2, WC_STOP_BROKEN = 3 };
+
+/* ---- usage ------------------------------------------------------------------------- */
+
+static const char watch_usage_text[] =
+    "usage: conclave watch KEY [--prefix] [--from-revision N] [--lease ID] [--count N]\n"
+    "                          [global flags]\n"
+    "\n"
+    "Prints every change to KEY (with --prefix: to every key starting with KEY; an empty\n"
+    "KEY with --prefix watches everything) as it is committed, one line per change:\n"
+    "  REV PUT key = value | REV DELETE key | REV SNAPSHOT key = value | LEASE ID type\n"
+    "\n"
+    "  --from-revision N  start at revision N (history); if N was compacted, the\n"
+    "                     current state comes first as SNAPSHOT lines\n"
+    "  --lease ID         also report when lease ID is revoked or expires\n"
+    "  --count N          exit 0 after N change events (revisions or snapshots)\n"
+    "\n" CLIENT_GLOBAL_FLAGS_USAGE "\n"
+    "Exit status: 0 --count reached, 1 the watch was cut, ended or refused (the message\n"
+    "says where to resume), 2 usage, 3 cannot connect. See docs/cli.md.\n";
+
+static bool wc_parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || s[0] < '0' || s[0] > '9')
+        return false;
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end != '\0' || v > INT64_MAX)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* ---- SSE parsing ------------------------------------------------------------------- */
+
+struct wc {
+    const struct client_cli *cli;
+    uint64_t count_max; /* 0: no limit */
+    uint64_t n_changes; /* put/delete/snapshot events seen */
+    int64_t last_id;    /* the last id: field seen, -1 before any */
+    /* the line being read */
+    char *line;
+    size_t line_len, line_cap;
+    bool after_cr; /* the previous byte was a CR ending a line: skip an LF */
+    /* the event being assembled */
+    char *data;
+    size_t data_len, data_cap;
+    bool has_data;
+    char event[WATCH_CMD_FIELD_BYTES];
+    char id[WATCH_CMD_FIELD_BYTES];
+    bool has_id;
+};
+
+/* Appends to a bounded growing buffer; false past WATCH_CMD_EVENT_BYTES_MAX or on OOM. */
+static bool wc_append(char **p, size_t *len, size_t *cap, const void *bytes, size_t n)
+{
+    if (n > WATCH_CMD_EVENT_BYTES_MAX - *len)
+        return false;
+    if (!*p || *len + n + 1 > *cap) {
+        size_t c = *cap ? *cap : 256;
+        while (c < *len + n + 1)
+            c *= 2;
+        char *q = realloc(*p, c);
+        if (!q)
+            return false;
+        *p = q;
+        *cap = c;
+    }
+    memcpy(*p + *len, bytes, n);
+    *len += n;
+    (*p)[*len] = '\0';
+    return true;
+}
+
+static void wc_field_copy(char *dst, const char *v, size_t n)
+{
+    size_t k = n < WATCH_CMD_FIELD_BYTES - 1 ? n : WATCH_CMD_FIELD_BYTES - 1;
+    memcpy(dst, v, k);
+    dst[k] = '\0';
+}
+
+static int wc_dispatch(struct wc *w);
+
+/* One complete line (without its end). Returns 0 or a stop value. */
+static int wc_line(struct wc *w, const char *s, size_t n)
+{
+    if (n == 0)
+        return wc_dispatch(w);
+    if (s[0] == ':')
+        return 0; /* comment */
+    const char *colon = memchr(s, ':', n);
+    size_t name_len = colon ? (size_t)(colon - s) : n;
+    const char *v = colon ? colon + 1 : s + n;
+    size_t v_len = colon ? n - name_len - 1 : 0;
+    if (v_len > 0 && v[0] == ' ') {
+        v++;
+        v_len--;
+    }
+    if (name_len == 5 && memcmp(s, "event", 5) == 0) {
+        wc_field_copy(w->event, v, v_len);
+    } else if (name_len == 4 && memcmp(s, "data", 4) == 0) {
+        if ((w->has_data && !wc_append(&w->data, &w->data_len, &w->data_cap, "\n", 1)) ||
+            !wc_append(&w->data, &w->data_len, &w->data_cap, v, v_len)) {
+            fprintf(stderr, "conclave watch: an event is over %u bytes or memory ran out\n",
+                    (unsigned)WATCH_CMD_EVENT_BYTES_MAX);
+            return WC_STOP_BROKEN;
+        }
+        w->has_data = true;
+    } else if (name_len == 2 && memcmp(s, "id", 2) == 0) {
+        wc_field_copy(w->id, v, v_len);
+        w->has_id = true;
+    }
+    return 0; /* retry and unknown fields are ignored, as SSE says */
+}
+
+static int wc_body(void *arg, const uint8_t *bytes, size_t n)
+{
+    struct wc *w = arg;
+    for (size_t i = 0; i < n; i++) {
+        char c = (char)bytes[i];
+        if (w->after_cr) {
+            w->after_cr = false;
+            if (c == '\n')
+                continue;
+        }
+        if (c == '\r' || c == '\n') {
+            w->after_cr = c == '\r';
+            int rv = wc_line(w, w->line ? w->line : "", w->line_len);
+            w->line_len = 0;
+            if (rv != 0)
+                return rv;
+            continue;
+        }
+        if (!wc_append(&w->line, &w->line_len, &w->line_cap, &c, 1)) {
+            fprintf(stderr, "conclave watch: a line is over %u bytes or memory ran out\n",
+                    (unsigned)WATCH_CMD_EVENT_BYTES_MAX);
+            return WC_STOP_BROKEN;
+        }
+    }
+    return 0;
+}
+
+/* ---- rendering --------------------------------------------------------------------- */
+
+static int wc_b64_value(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* Prints bytes with C escapes for anything but printable ASCII (kv get's style). */
+static void wc_print_escaped(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if (c == '\\')
+            fputs("\\\\", stdout);
+        else if (c == '\n')
+            fputs("\\n", stdout);
+        else if (c == '\t')
+            fputs("\\t", stdout);
+        else if (c < 0x20 || c == 0x7f)
+            printf("\\x%02x", c);
+        else
+            putchar(c);
+    }
+}
+
+/* Prints obj's `name` (text) or `name`_base64 (decoded), escaped; one line stays one. */
+static void wc_print_field(json_t *obj, const char *name)
+{
+    json_t *s = json_object_get(obj, name);
+    if (json_is_string(s)) {
+        wc_print_escaped((const uint8_t *)json_string_value(s), json_string_length(s));
+        return;
+    }
+    char b64name[32];
+    snprintf(b64name, sizeof(b64name), "%s_base64", name);
+    s = json_object_get(obj, b64name);
+    if (!json_is_string(s))
+        return;
+    const char *t = json_string_value(s);
+    size_t n = json_string_length(s);
+    uint8_t *out = malloc(n / 4 * 3 + 3);
+    if (!out) {
+        fputs(t, stdout);
+        return;
+    }
+    size_t k = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n && t[i] != '='; i++) {
+        int v = wc_b64_value(t[i]);
+        if (v < 0)
+            break;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[k++] = (uint8_t)(acc >> bits);
+        }
+    }
+    wc_print_escaped(out, k);
+    free(out);
+}
+
+static int64_t wc_i64(json_t *o, const char *name)
+{
+    return (int64_t)json_integer_value(json_object_get(o, name));
+}
+
+/* Renders one parsed event for people. Returns 0 or a stop value. */
+static int wc_render(struct wc *w, const char *event, json_t *data)
+{
+    int64_t rev = wc_i64(data, "revision");
+    if (strcmp(event, "put") == 0 || strcmp(event, "delete") == 0) {
+        json_t *evs = json_object_get(data, "events");
+        for (size_t i = 0; i < json_array_size(evs); i++) {
+            json_t *e = json_array_get(evs, i);
+            const char *type = json_string_value(json_object_get(e, "type"));
+            if (type && strcmp(type, "delete") == 0) {
+                printf("%" PRId64 " DELETE ", rev);
+                wc_print_field(e, "key");
+            } else {
+                json_t *kv = json_object_get(e, "kv");
+                printf("%" PRId64 " PUT ", rev);
+                wc_print_field(kv, "key");
+                fputs(" = ", stdout);
+                wc_print_field(kv, "value");
+            }
+            putchar('\n');
+        }
+    } else if (strcmp(event, "snapshot") == 0) {
+        json_t *kvs = json_object_get(data, "kvs");
+        if (json_array_size(kvs) == 0)
+            printf("%" PRId64 " SNAPSHOT (no keys)\n", rev);
+        for (size_t i = 0; i < json_array_size(kvs); i++) {
+            json_t *kv = json_array_get(kvs, i);
+            printf("%" PRId64 " SNAPSHOT ", rev);
+            wc_print_field(kv, "key");
+            fputs(" = ", stdout);
+            wc_print_field(kv, "value");
+            putchar('\n');
+        }
+    } else if (strcmp(event, "lease") == 0) {
+        const char *type = json_string_value(json_object_get(data, "type"));
+        printf("LEASE %" PRId64 " %s (revision %" PRId64 ")\n", wc_i64(data, "lease"),
+               type ? type : "?", rev);
+    }
+    return 0;
+}
+
+static int wc_dispatch(struct wc *w)
+{
+    int rv = 0;
+    if (w->has_id) {
+        int64_t id = strtoll(w->id, NULL, 10);
+        if (id >= 0)
+            w->last_id = id;
+    }
+    if (!w->has_data) /* SSE: an event without data is not dispatched */
+        goto done;
+    const char *event = w->event[0] ? w->event : "message";
+    json_error_t jerr;
+    json_t *data = json_loadb(w->data, w->data_len, 0, &jerr);
+    if (!data) {
+        fprintf(stderr, "conclave watch: the server sent an event that is not JSON (%s)\n",
+                jerr.text);
+        rv = WC_STOP_BROKEN;
+        goto done;
+    }
+    if (strcmp(event, "error") == 0) {
+        json_t *err = json_object_get(data, "error");
+        const char *msg = json_string_value(json_object_get(err, "message"));
+        const char *code = json_string_value(json_object_get(err, "code"));
+        fprintf(stderr,
+                "conclave watch: the server ended the watch: %s (%s); resume with "
+                "--from-revision %" PRId64 "\n",
+                msg ? msg : "?", code ? code : "?", wc_i64(data, "resume_revision"));
+        if (w->cli->json) {
+            char *s = json_dumps(data, JSON_COMPACT);
+            if (s)
+                printf("{\"event\":\"error\",\"id\":null,\"data\":%s}\n", s);
+            free(s);
+        }
+        json_decref(data);
+        rv = WC_STOP_ERROR;
+        goto done;
+    }
+    if (w->cli->json) {
+        json_t *line = json_object();
+        json_object_set_new(line, "event", json_string(event));
+        json_object_set_new(line, "id", w->has_id ? json_integer(w->last_id) : json_null());
+        json_object_set_new(line, "data", data); /* takes data */
+        char *s = json_dumps(line, JSON_COMPACT);
+        json_decref(line);
+        if (s)
+            puts(s);
+        free(s);
+    } else {
+        rv = wc_render(w, event, data);
+        json_decref(data);
+    }
+    fflush(stdout);
+    if (strcmp(event, "put") == 0 || strcmp(event, "delete") == 0 ||
+        strcmp(event, "snapshot") == 0) {
+        w->n_changes++;
+        if (rv == 0 && w->count_max > 0 && w->n_changes >= w->count_max)
+            rv = WC_STOP_COUNT;
+    }
+done:
+    w->has_data = false;
+    w->data_len = 0;
+    w->event[0] = '\0';
+    w->has_id = false;
+    return rv;
+}
+
+/* ---- run --------------------------------------------------------------------------- */
+
+int cli_watch_main(int argc, char **argv)
+{
+    struct client_cli cli;
+    char err[CLIENT_ERRMSG_BYTES];
+    if (client_cli_init(&cli, "conclave watch", &argc, argv, err, sizeof(err)) != 0) {
+        fprintf(stderr, "conclave watch: %s\n\n%s", err, watch_usage_text);
+        return CLIENT_EXIT_USAGE;
+    }
+    const char *key = NULL;
+    bool prefix = false, flags_done = false;
+    uint64_t from = 0, lease = 0, count = 0;
+    bool has_from = false, has_lease = false;
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (!flags_done && strcmp(s, "--") == 0) {
+            flags_done = true;
+            continue;
+        }
+        if (flags_done || s[0] != '-') {
+            if (key) {
+                fprintf(stderr, "conclave watch: unexpected argument '%s'\n\n%s", s,
+                        watch_usage_text);
+                return CLIENT_EXIT_USAGE;
+            }
+            key = s;
+            continue;
+        }
+        if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
+            fputs(watch_usage_text, stdout);
+            return CLIENT_EXIT_OK;
+        }
+        if (strcmp(s, "--prefix") == 0) {
+            prefix = true;
+            continue;
+        }
+        uint64_t *num = strcmp(s, "--from-revision") == 0 ? &from
+                        : strcmp(s, "--lease") == 0       ? &lease
+                        : strcmp(s, "--count") == 0       ? &count
+                                                          : NULL;
+        if (!num) {
+            fprintf(stderr,
+                    "conclave watch: unknown flag '%s' (a key that starts with '-' goes after "
+                    "`--`)\n\n%s",
+                    s, watch_usage_text);
+            return CLIENT_EXIT_USAGE;
+        }
+        if (!wc_parse_u64(i + 1 < argc ? argv[i + 1] : NULL, num) || *num == 0) {
+            fprintf(stderr, "conclave watch: %s wants a number >= 1\n", s);
+            return CLIENT_EXIT_USAGE;
+        }
+        has_from |= num == &from;
+        has_lease |= num == &lease;
+        i++;
+    }
+    if (!key || (!key[0] && !prefix && !has_lease)) {
+        fprintf(stderr, "conclave watch: %s\n\n%s",
+                key ? "the key is empty (an empty prefix needs --prefix)" : "missing KEY",
+                watch_usage_text);
+        return CLIENT_EXIT_USAGE;
+    }
+    size_t key_len = strlen(key);
+    if (key_len > KV_KEY_BYTES_MAX) {
+        fprintf(stderr, "conclave watch: the key is %zu bytes; the limit is %u\n", key_len,
+                (unsigned)KV_KEY_BYTES_MAX);
+        return CLIENT_EXIT_FAIL;
+    }
+    char target[CLIENT_TARGET_BYTES_MAX];
+    size_t t = 10;
+    memcpy(target, "/v1/watch/", t);
+    t += client_escape(key, key_len, true, target + t, sizeof(target) - t);
+    char sep = '?';
+    if (prefix) {
+        t += (size_t)snprintf(target + t, sizeof(target) - t, "%cprefix=true", sep);
+        sep = '&';
+    }
+    if (has_from) {
+        t +=
+            (size_t)snprintf(target + t, sizeof(target) - t, "%cfrom_revision=%" PRIu64, sep, from);
+        sep = '&';
+    }
+    if (has_lease)
+        t += (size_t)snprintf(target + t, sizeof(target) - t, "%clease=%" PRIu64, sep, lease);
+    CC_ASSERT(t < sizeof(target)); /* _Static_assert above */
+
+    struct wc w = {.cli = &cli, .count_max = count, .last_id = has_from ? (int64_t)from - 1 : -1};
+    struct client_request req = {.method = "GET", .target = target};
+    struct client_opts opts = {.timeout_ms = cli.timeout_ms};
+    struct client_response resp;
+    int rv = client_stream(cli.endpoint, &opts, &req, &resp, wc_body, &w, err, sizeof(err));
+    /* An event cut off by the end of the stream is dropped, as SSE says. */
+    free(w.line);
+    free(w.data);
+    char resume[64] = "";
+    if (w.last_id >= 0)
+        snprintf(resume, sizeof(resume), "; resume with --from-revision %" PRId64, w.last_id + 1);
+    if (rv == WC_STOP_COUNT)
+        return CLIENT_EXIT_OK;
+    if (rv > 0)
+        return CLIENT_EXIT_FAIL; /* printed by the parser */
+    if (rv < 0 && client_error_is_unreachable(rv)) {
+        fprintf(stderr, "conclave watch: cannot reach Conclave at %s: %s\n", cli.endpoint, err);
+        return CLIENT_EXIT_UNREACHABLE;
+    }
+    if (rv < 0) {
+        fprintf(stderr, "conclave watch: %s: %s%s\n", cli.endpoint, err, resume);
+        return CLIENT_EXIT_FAIL;
+    }
+    if (resp.status / 100 != 2) {
+        char line[CLIENT_ERRMSG_BYTES];
+        client_error_line(&resp, line, sizeof(line));
+        client_response_free(&resp);
+        fprintf(stderr, "conclave watch: %s\n", line);
+        return CLIENT_EXIT_FAIL;
+    }
+    fprintf(stderr, "conclave watch: the server ended the stream%s\n", resume);
+    return CLIENT_EXIT_FAIL;
+}
