@@ -1,7 +1,9 @@
 -- kv.lua -- wrk driver for bench/kv_bench.py: replays a list of prepared requests.
 --
 -- BENCH_REQS names a file written by kv_bench.py: one request per line,
--- "METHOD<TAB>PATH<TAB>BODY" (BODY may be empty; no tabs or newlines inside). Each wrk
+-- "METHOD<TAB>PATH<TAB>BODY" (BODY may be empty; no tabs or newlines inside). The same
+-- file drives Conclave and etcd: POST /v3/kv/put and /v3/kv/range with etcd's JSON
+-- (base64 keys and values), Content-Type from BENCH_CTYPE. Each wrk
 -- thread pre-formats them all once, starts at its own offset, and cycles through them,
 -- so the timed loop does no string building. done() prints one line
 --   WRKJSON {"requests":..,"duration_us":..,"p50_us":..,"p99_us":..,...}

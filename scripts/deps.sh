@@ -11,7 +11,7 @@ PKGS=(
     libuv1-dev libjansson-dev libhttp-parser-dev libssl-dev        # runtime libraries
     cppcheck clang-tidy clang-format hyperfine                     # lint, fmt, bench
     python3-pytest python3-requests python3-redis redis-tools curl # integration tests
-    wrk etcd-server etcd-client                                    # make bench: load, etcd
+    wrk etcd-server etcd-client redis-server                       # make bench: load, etcd, redis
 )
 
 missing=()

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# resp_bench.sh -- redis-benchmark against Conclave's RESP listener and a real redis-server,
+# side by side on loopback (issue #6's benchmark).
+#
+# Usage: bench/resp_bench.sh [BUILD_DIR]        (scripts/bench.sh passes build)
+# Env:   BENCH_RESP_SECONDS (5)   aim for at least this long per test (-n is calibrated
+#                                 from a short probe run of the same test)
+#        BENCH_RESP_CLIENTS (50)  redis-benchmark -c
+#        BENCH_RESP_NODES (3)     Conclave cluster size
+#        BENCH_RESP_KEYS (100000) redis-benchmark -r (random keys per test)
+#
+# What runs: a BENCH_RESP_NODES-node Conclave (BUILD_DIR/conclave, data under
+# BUILD_DIR/bench/resp-tmp) with redis-benchmark pointed at the leader's RESP port, and a
+# redis-server with the same durability (appendonly yes, appendfsync always). Tests: SET,
+# GET and INCR, each without and with -P 16. Prints ops/s, the Conclave/Redis ratio and
+# issue #6's target (SET and INCR >= 1.0x, GET >= 0.8x, SET -P 16 >= 0.5x) with PASS or
+# MISS; raw numbers go to BUILD_DIR/bench/resp.json. `SET k v NX PX 3000` is listed as
+# skipped until Conclave's RESP front end has replicated leases (it answers an error).
+# A MISS does not fail the script; a missing tool or a server that does not start does.
+set -uo pipefail
+
+dir=${1:-build}
+seconds=${BENCH_RESP_SECONDS:-5}
+clients=${BENCH_RESP_CLIENTS:-50}
+nodes=${BENCH_RESP_NODES:-3}
+keys=${BENCH_RESP_KEYS:-100000}
+bin=$dir/conclave
+tmp=$dir/bench/resp-tmp
+json=$dir/bench/resp.json
+py=/usr/bin/python3
+
+for tool in redis-benchmark redis-server curl; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "resp_bench: $tool is not installed (scripts/deps.sh installs redis-tools and redis-server)" >&2
+        exit 1
+    fi
+done
+if [ ! -x "$bin" ]; then
+    echo "resp_bench: $bin is not built" >&2
+    exit 1
+fi
+
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${pids[@]}"; do
+        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null
+    done
+}
+trap cleanup EXIT
+
+rm -rf "$tmp"
+mkdir -p "$tmp/redis"
+# 3 ports per node (http, peer, resp) and one for redis, all free on 127.0.0.1 right now
+read -r -a ports <<<"$("$py" -c '
+import socket, sys
+n = int(sys.argv[1]); socks = []
+for _ in range(n):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))' $((3 * nodes + 1)))"
+
+ic=""
+for ((i = 1; i <= nodes; i++)); do
+    ic+="${ic:+,}n$i=127.0.0.1:${ports[3 * (i - 1) + 1]}"
+done
+for ((i = 1; i <= nodes; i++)); do
+    http=${ports[3 * (i - 1)]} peer=${ports[3 * (i - 1) + 1]} resp=${ports[3 * (i - 1) + 2]}
+    mkdir -p "$tmp/n$i"
+    "$bin" serve --name "n$i" --data-dir "$tmp/n$i/data" --http "127.0.0.1:$http" \
+        --peer "127.0.0.1:$peer" --resp "127.0.0.1:$resp" --initial-cluster "$ic" \
+        --log-level warn >"$tmp/n$i/log" 2>&1 &
+    pids+=($!)
+done
+redis_port=${ports[3 * nodes]}
+redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$tmp/redis" --save "" \
+    --appendonly yes --appendfsync always --daemonize no >"$tmp/redis/log" 2>&1 &
+pids+=($!)
+
+# the leader: the member whose /v1/cluster/status says so (bounded wait)
+leader_resp=""
+for _ in $(seq 200); do
+    for ((i = 1; i <= nodes; i++)); do
+        if curl -sf "http://127.0.0.1:${ports[3 * (i - 1)]}/v1/cluster/status" 2>/dev/null |
+            grep -q '"role": *"leader"'; then
+            leader_resp=${ports[3 * (i - 1) + 2]}
+            break 2
+        fi
+    done
+    sleep 0.1
+done
+if [ -z "$leader_resp" ]; then
+    echo "resp_bench: no Conclave leader within 20 s; logs in $tmp/n*/log" >&2
+    exit 1
+fi
+for _ in $(seq 100); do
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+# rps PORT N PIPELINE TEST: ops/s from redis-benchmark's CSV ("" on failure)
+rps() {
+    timeout 600 redis-benchmark -h 127.0.0.1 -p "$1" -c "$clients" -n "$2" -P "$3" -r "$keys" \
+        -t "$4" --csv 2>/dev/null | awk -F'"' 'NR == 2 {print $4}'
+}
+
+# measure PORT PIPELINE TEST: a probe, then a run sized for $seconds
+measure() {
+    local probe n
+    probe=$(rps "$1" $((2000 * $2)) "$2" "$3")
+    [ -n "$probe" ] || return 1
+    n=$(awk -v r="$probe" -v s="$seconds" 'BEGIN {n = int(r * s * 1.1); if (n < 10000) n = 10000; if (n > 5000000) n = 5000000; print n}')
+    rps "$1" "$n" "$2" "$3"
+}
+
+echo "resp_bench: $nodes-node Conclave (leader RESP port $leader_resp) vs redis-server"
+echo "  (appendonly yes, appendfsync always), redis-benchmark -c $clients -r $keys, >= ${seconds}s per test"
+printf '%-22s %14s %14s %8s %8s\n' test conclave_ops/s redis_ops/s ratio target
+status=0
+rows=()
+for spec in "set 1 1.0" "get 1 0.8" "incr 1 1.0" "set 16 0.5" "get 16 -" "incr 16 -"; do
+    read -r test pipe target <<<"$spec"
+    c=$(measure "$leader_resp" "$pipe" "$test") || c=""
+    r=$(measure "$redis_port" "$pipe" "$test") || r=""
+    name=$(echo "$test" | tr a-z A-Z)$([ "$pipe" -gt 1 ] && echo " -P $pipe")
+    if [ -z "$c" ] || [ -z "$r" ]; then
+        printf '%-22s %14s %14s\n' "$name" "${c:-error}" "${r:-error}"
+        status=1
+        continue
+    fi
+    ratio=$(awk -v c="$c" -v r="$r" 'BEGIN {printf "%.2f", c / r}')
+    verdict=""
+    if [ "$target" != "-" ]; then
+        verdict=$(awk -v x="$ratio" -v t="$target" 'BEGIN {print (x >= t) ? "PASS" : "MISS"}')
+        verdict=">=${target}x $verdict"
+    fi
+    printf '%-22s %14.0f %14.0f %7sx %s\n' "$name" "$c" "$r" "$ratio" "$verdict"
+    rows+=("{\"test\": \"$name\", \"conclave_ops\": $c, \"redis_ops\": $r, \"ratio\": $ratio, \"target\": \"$target\"}")
+done
+printf '%-22s %s\n' "SET NX PX 3000" "skipped: expiry needs replicated leases (RESP answers an error)"
+{
+    echo "{\"nodes\": $nodes, \"clients\": $clients, \"keys\": $keys, \"results\": ["
+    for ((i = 0; i < ${#rows[@]}; i++)); do
+        echo "  ${rows[i]}$([ $((i + 1)) -lt ${#rows[@]} ] && echo ,)"
+    done
+    echo "]}"
+} >"$json"
+echo "resp_bench: results in $json"
+exit "$status"
