@@ -753,6 +753,10 @@ static void api_handle(struct http_req *req, void *arg)
         lock_api_route(a, req);
         return;
     }
+    if (path_is(req, "/v1/shorturl")) {
+        id_api_shorturl(a->ids, req);
+        return;
+    }
     if (path_has_prefix(req, "/v1/id/") || path_has_prefix(req, "/s/")) {
         if (req->path[1] == 's')
             id_api_redirect(a->ids, req); /* id_api.c: short-url redirects */

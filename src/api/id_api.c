@@ -2875,6 +2875,15 @@ static void id_test_clock(struct id_api *ia, struct http_req *req)
     json_decref(j);
 }
 
+/* POST /v1/shorturl (issue #7's path): the same as POST /v1/id/short. */
+void id_api_shorturl(struct id_api *ia, struct http_req *req)
+{
+    if (req->method == HTTP_POST)
+        short_create(ia, req);
+    else
+        id_bad_method(req, "POST");
+}
+
 void id_api_route(struct id_api *ia, struct http_req *req)
 {
     const char *rest = req->path + strlen(ID_PREFIX), *seg = NULL, *arg = NULL;

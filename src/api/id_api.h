@@ -42,6 +42,8 @@ int id_api_init(struct api *a, struct id_api **out, char *msg, size_t msg_cap);
 void id_api_fini(struct id_api *ia);
 
 /* Requests whose path starts with "/v1/id/" and "/s/". */
+/* POST /v1/shorturl {"url"}: an alias of POST /v1/id/short. */
+void id_api_shorturl(struct id_api *ia, struct http_req *req);
 void id_api_route(struct id_api *ia, struct http_req *req);
 void id_api_redirect(struct id_api *ia, struct http_req *req);
 
