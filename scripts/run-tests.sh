@@ -4,7 +4,7 @@
 #
 # Usage: scripts/run-tests.sh BUILD_DIR            (make test uses build/asan)
 # Env:   SIM_SEEDS (1000)  SIM_JOBS (2)  UNIT_TIMEOUT (300 s each)  SIM_TIMEOUT (3600 s)
-#        FUZZ_SMOKE_SECONDS (15 per fuzz target; 0 skips the fuzz smoke)
+#        FUZZ_SMOKE_SECONDS (10 per fuzz target; 0 skips the fuzz smoke)
 #
 # Prints one line per suite (PASS/FAIL, name, count, seconds) and ends with the plain
 # line "N passed, M failed"; exits 1 if anything failed or nothing ran. A suite is one
@@ -99,7 +99,7 @@ pytest_suite() {
     t0=$(now_ms)
     CONCLAVE_BIN="$(cd "$dir" && pwd)/conclave" PYTHONDONTWRITEBYTECODE=1 \
         timeout --kill-after=10 "$limit" \
-        "$py" -m pytest -v -p no:cacheprovider -o faulthandler_timeout=120 \
+        "$py" -m pytest -v --durations=10 -p no:cacheprovider -o faulthandler_timeout=120 \
         --basetemp="$logs/$name" \
         "$root/tests/$name" >"$log" 2>&1
     rc=$?
@@ -146,7 +146,7 @@ fi
 fuzz_smoke() {
     local root secs srcs log t0 t1 src name bin seeds
     root=$(cd "$(dirname "$0")/.." && pwd)
-    secs=${FUZZ_SMOKE_SECONDS:-15}
+    secs=${FUZZ_SMOKE_SECONDS:-10}
     srcs=("$root"/tests/fuzz/fuzz_*.c)
     [ -e "${srcs[0]}" ] || return 0
     if [ "$secs" -eq 0 ]; then
