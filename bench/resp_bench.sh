@@ -8,6 +8,9 @@
 #        BENCH_RESP_CLIENTS (50)  redis-benchmark -c
 #        BENCH_RESP_NODES (3)     Conclave cluster size
 #        BENCH_RESP_KEYS (100000) redis-benchmark -r (random keys per test)
+#        BENCH_RESP_REPS (3)      runs per test and system, alternating Conclave and Redis;
+#                                 the table shows medians (a shared machine's neighbours
+#                                 move single runs by 2x)
 #
 # What runs: a BENCH_RESP_NODES-node Conclave (BUILD_DIR/conclave, data under
 # BUILD_DIR/bench/resp-tmp) with redis-benchmark pointed at the leader's RESP port, and a
@@ -24,6 +27,7 @@ seconds=${BENCH_RESP_SECONDS:-5}
 clients=${BENCH_RESP_CLIENTS:-50}
 nodes=${BENCH_RESP_NODES:-3}
 keys=${BENCH_RESP_KEYS:-100000}
+reps=${BENCH_RESP_REPS:-3}
 bin=$dir/conclave
 tmp=$dir/bench/resp-tmp
 json=$dir/bench/resp.json
@@ -105,24 +109,43 @@ rps() {
         -t "$4" --csv 2>/dev/null | awk -F'"' 'NR == 2 {print $4}'
 }
 
-# measure PORT PIPELINE TEST: a probe, then a run sized for $seconds
-measure() {
-    local probe n
+# size PORT PIPELINE TEST: -n for about $seconds, from a short probe run
+size() {
+    local probe
     probe=$(rps "$1" $((2000 * $2)) "$2" "$3")
     [ -n "$probe" ] || return 1
-    n=$(awk -v r="$probe" -v s="$seconds" 'BEGIN {n = int(r * s * 1.1); if (n < 10000) n = 10000; if (n > 5000000) n = 5000000; print n}')
-    rps "$1" "$n" "$2" "$3"
+    awk -v r="$probe" -v s="$seconds" 'BEGIN {n = int(r * s * 1.1); if (n < 10000) n = 10000; if (n > 5000000) n = 5000000; print n}'
+}
+
+median() { sort -g | awk '{v[NR] = $1} END {if (NR) print v[int((NR + 1) / 2)]}'; }
+
+# measure PIPELINE TEST: "conclave_median redis_median", runs alternating between them
+measure() {
+    local nc nr i c r cs="" rs=""
+    nc=$(size "$leader_resp" "$1" "$2") || return 1
+    nr=$(size "$redis_port" "$1" "$2") || return 1
+    for ((i = 0; i < reps; i++)); do
+        c=$(rps "$leader_resp" "$nc" "$1" "$2")
+        r=$(rps "$redis_port" "$nr" "$1" "$2")
+        [ -n "$c" ] && [ -n "$r" ] || return 1
+        cs+="$c"$'\n'
+        rs+="$r"$'\n'
+    done
+    echo "$(printf '%s' "$cs" | median) $(printf '%s' "$rs" | median)"
 }
 
 echo "resp_bench: $nodes-node Conclave (leader RESP port $leader_resp) vs redis-server"
-echo "  (appendonly yes, appendfsync always), redis-benchmark -c $clients -r $keys, >= ${seconds}s per test"
+echo "  (appendonly yes, appendfsync always), redis-benchmark -c $clients -r $keys, >= ${seconds}s per"
+echo "  run, median of $reps runs alternating between the two"
 printf '%-22s %14s %14s %8s %8s\n' test conclave_ops/s redis_ops/s ratio target
 status=0
 rows=()
 for spec in "set 1 1.0" "get 1 0.8" "incr 1 1.0" "set 16 0.5" "get 16 -" "incr 16 -"; do
     read -r test pipe target <<<"$spec"
-    c=$(measure "$leader_resp" "$pipe" "$test") || c=""
-    r=$(measure "$redis_port" "$pipe" "$test") || r=""
+    c="" r=""
+    if m=$(measure "$pipe" "$test"); then
+        read -r c r <<<"$m"
+    fi
     name=$(echo "$test" | tr a-z A-Z)$([ "$pipe" -gt 1 ] && echo " -P $pipe")
     if [ -z "$c" ] || [ -z "$r" ]; then
         printf '%-22s %14s %14s\n' "$name" "${c:-error}" "${r:-error}"

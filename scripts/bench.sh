@@ -37,7 +37,8 @@
 # 4. RESP: bench/resp_bench.sh runs redis-benchmark (-c 50; SET, GET, INCR, without and
 #    with -P 16) against a 3-node Conclave's RESP listener and a redis-server with
 #    appendonly yes + appendfsync always, and prints ops/s, the ratios and PASS/MISS for
-#    issue #6's targets (about 2 minutes); results in BUILD_DIR/bench/resp.json.
+#    issue #6's targets (medians of 3 alternating runs, about 5 minutes); results in
+#    BUILD_DIR/bench/resp.json.
 # Every part always runs; the exit status is non-zero if any failed.
 set -uo pipefail
 
@@ -108,7 +109,7 @@ if [ "${BENCH_ID:-1}" != 0 ]; then
 fi
 if [ "${BENCH_RESP:-1}" != 0 ]; then
     echo
-    echo "bench: RESP: redis-benchmark, Conclave vs redis-server with appendfsync always (about 2 minutes)"
+    echo "bench: RESP: redis-benchmark, Conclave vs redis-server with appendfsync always (about 5 minutes)"
     "$root/bench/resp_bench.sh" "$dir" || status=1
 fi
 exit "$status"

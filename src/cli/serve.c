@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "api/api.h"
+#include "api/resp_server.h"
 #include "node/node.h"
 
 #define SERVE_DEFAULT_HTTP "127.0.0.1:2479"
@@ -30,6 +31,8 @@ static const char serve_usage[] =
     "  --data-dir DIR         WAL and snapshots (default ./conclave-data)\n"
     "  --http HOST:PORT       client API (default " SERVE_DEFAULT_HTTP ")\n"
     "  --peer HOST:PORT       Raft peer traffic (default " SERVE_DEFAULT_PEER ")\n"
+    "  --resp HOST:PORT|off   Redis protocol (RESP) listener (default " RESP_SERVER_DEFAULT_ADDR ";\n"
+    "                         if the default port is taken the node runs without it)\n"
     "  --initial-cluster NAME=PEER,...  the founding members, etcd style; ids are the\n"
     "                         positions in the list (1, 2, ...), this node is --name\n"
     "  --member ID,NAME,PEER,HTTP   a founding member; repeat for each (include this one)\n"
@@ -161,6 +164,7 @@ struct serve_state {
     struct node *node;
     struct http_server *http;
     struct api *api;
+    struct resp_server *resp; /* NULL: --resp off, or the default port was taken */
     uv_signal_t sigint, sigterm;
     int n_signals;
 };
@@ -170,6 +174,10 @@ static void on_http_stopped(void *arg)
     struct serve_state *s = arg;
     api_free(s->api);
     s->api = NULL;
+    if (s->resp) { /* cancels its node callbacks: before node_stop */
+        resp_server_stop(s->resp, NULL, NULL);
+        s->resp = NULL;
+    }
     node_stop(s->node);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
@@ -194,6 +202,8 @@ int cli_serve_main(int argc, char **argv)
     node_config_default(&c);
     char http_addr[NODE_ADDR_BYTES] = SERVE_DEFAULT_HTTP;
     char peer_addr[NODE_ADDR_BYTES] = SERVE_DEFAULT_PEER;
+    char resp_addr[NODE_ADDR_BYTES] = RESP_SERVER_DEFAULT_ADDR;
+    bool resp_given = false;
     char name[NODE_NAME_BYTES] = "";
     static struct serve_log log = {.min_level = LOG_INFO};
     bool have_initial_cluster = false, have_member_flags = false, id_given = false;
@@ -239,6 +249,9 @@ int cli_serve_main(int argc, char **argv)
             snprintf(http_addr, sizeof(http_addr), "%s", v);
         } else if (strcmp(f, "--peer") == 0 && strlen(v) < sizeof(peer_addr)) {
             snprintf(peer_addr, sizeof(peer_addr), "%s", v);
+        } else if (strcmp(f, "--resp") == 0 && strlen(v) < sizeof(resp_addr)) {
+            snprintf(resp_addr, sizeof(resp_addr), "%s", v);
+            resp_given = true;
         } else if (strcmp(f, "--member") == 0) {
             have_member_flags = true;
             if (have_initial_cluster || c.n_members >= RAFT_SERVERS_MAX ||
@@ -355,6 +368,19 @@ int cli_serve_main(int argc, char **argv)
     if (rv != 0) {
         fprintf(stderr, "conclave serve: cannot serve HTTP on %s: %s\n", self->http_addr, msg);
         return 1;
+    }
+    if (strcmp(resp_addr, "off") != 0) {
+        rv = resp_server_start(s.loop, s.node, resp_addr, &s.resp, msg, sizeof(msg));
+        if (rv != 0 && resp_given) {
+            fprintf(stderr, "conclave serve: cannot serve RESP on %s: %s\n", resp_addr, msg);
+            return 1;
+        }
+        if (rv != 0)
+            fprintf(stderr, "conclave serve: warning: no RESP listener (%s); pass --resp "
+                            "HOST:PORT or --resp off\n", msg);
+        else
+            fprintf(stderr, "conclave: node %u serving RESP (redis-cli -p %d) on %s\n", c.id,
+                    resp_server_bound_port(s.resp), resp_addr);
     }
     uv_signal_init(s.loop, &s.sigint);
     uv_signal_init(s.loop, &s.sigterm);

@@ -2,7 +2,8 @@
 
 A Cluster is 1 or 3 (any n) members in one temp dir: member i (1-based, also its Raft
 id) has its data in <root>/n<i>/data, its combined stdout+stderr in <root>/n<i>/log,
-and an HTTP and a peer port picked free on 127.0.0.1. Members can be killed (-9),
+and an HTTP, a peer and a RESP (Redis protocol) port picked free on 127.0.0.1 (resp=False
+starts members with --resp off). Members can be killed (-9),
 paused (SIGSTOP), resumed (SIGCONT) and restarted with the same flags and data.
 addr_overrides lets each member dial every other one at its own address (per member,
 per peer), e.g. through the chaos suite's fault proxy; by default all use the real ones.
@@ -105,12 +106,13 @@ def wait_until(what, fn, timeout, interval=0.05):
 
 
 class Member:
-    def __init__(self, cluster, mid, http_port, peer_port):
+    def __init__(self, cluster, mid, http_port, peer_port, resp_port=None):
         self.cluster = cluster
         self.id = mid
         self.name = f"n{mid}"
         self.http_port = http_port
         self.peer_port = peer_port
+        self.resp_port = resp_port  # None: --resp off
         self.dir = os.path.join(cluster.root, self.name)
         self.data_dir = os.path.join(self.dir, "data")
         self.log_path = os.path.join(self.dir, "log")
@@ -131,11 +133,15 @@ class Member:
     def peer_addr(self):
         return f"127.0.0.1:{self.peer_port}"
 
+    @property
+    def resp_addr(self):
+        return f"127.0.0.1:{self.resp_port}" if self.resp_port else "off"
+
     def argv(self):
         c = self.cluster
         args = [c.binary, "serve", "--id", str(self.id), "--name", self.name,
                 "--data-dir", self.data_dir, "--http", self.http_addr,
-                "--peer", self.peer_addr, "--tick-ms", str(c.tick_ms)]
+                "--peer", self.peer_addr, "--resp", self.resp_addr, "--tick-ms", str(c.tick_ms)]
         if len(c.members) > 1:
             for m in c.members:
                 args += ["--member", c.member_spec(self, m)]
@@ -174,7 +180,7 @@ class Member:
 
 class Cluster:
     def __init__(self, root, n=1, binary=None, tick_ms=50, extra_args=(), http_timeout=5.0,
-                 addr_overrides=None):
+                 addr_overrides=None, resp=True):
         assert n >= 1
         self.root = str(root)
         self.binary = binary or default_binary()
@@ -187,9 +193,11 @@ class Cluster:
         # tests/chaos/proxy.py). May be filled in after __init__, before start().
         self.addr_overrides = dict(addr_overrides or {})
         ports = free_ports(2 * n)
+        resp_ports = free_ports(n) if resp else [None] * n
         self.members = []
         for i in range(n):
-            self.members.append(Member(self, i + 1, ports[2 * i], ports[2 * i + 1]))
+            self.members.append(Member(self, i + 1, ports[2 * i], ports[2 * i + 1],
+                                       resp_ports[i]))
         self.problems = []
         self.closed = False
 
