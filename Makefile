@@ -8,10 +8,10 @@
 #   make soak         MINUTES=N of simulator seeds on the release build
 #   make chaos        MINUTES=N WORKLOAD=register NEMESIS=kill|pause|partition|mixed against
 #                     real servers; histories and summary in build/chaos/<timestamp>/
-#   make sim-mutants  build each RAFT_MUTANT_* and check the simulator catches it
+#   make sim-mutants  build each RAFT_MUTANT_* / SIM_MUTANT_* and check the simulator catches it
+#   make fuzz         build tests/fuzz/fuzz_*.c with libFuzzer, run each FUZZ_SECONDS
 #   make install      PREFIX=/usr/local DESTDIR=: the client headers, libconclave-client.a,
 #                     conclave.pc (pkg-config) and the conclave binary
-#   make fuzz         build tests/fuzz/fuzz_*.c with libFuzzer, run each FUZZ_SECONDS
 #   make fmt | lint | clean
 #
 # Invariants:
@@ -36,7 +36,7 @@ MINUTES      ?= 10
 FUZZ_SECONDS ?= 60
 V            ?= 0
 
-MUTANTS := COMMIT_PREV_TERM VOTE_NO_UPTODATE VOTE_BEFORE_PERSIST APPEND_ACK_BEFORE_PERSIST READINDEX_EARLY ACCEPT_STALE_TERM
+MUTANTS := COMMIT_PREV_TERM VOTE_NO_UPTODATE VOTE_BEFORE_PERSIST APPEND_ACK_BEFORE_PERSIST READINDEX_EARLY ACCEPT_STALE_TERM SIM_KEEPALIVE_NO_READINDEX SIM_NO_LEASE_EXTEND SIM_EXPIRE_NO_QUORUM
 
 MAKEFLAGS += --no-print-directory
 SHELL     := /bin/bash
@@ -118,6 +118,9 @@ $(B)/obj/%.o: %.c $(B)/.flags
 $(B)/libconclave.a: $(call obj,$(LIB_SRC))
 	$(call say,AR,$@)rm -f $@ && $(AR) rcs $@ $^
 
+$(B)/libsim.a: $(call obj,$(SIM_SRC))
+	$(call say,AR,$@)rm -f $@ && $(AR) rcs $@ $^
+
 # ---- the C client library (include/conclave/client.h, docs/client.md) -------------------
 # Its objects are in libconclave.a too (every src/**/*.c is); this archive is the one
 # programs link: src/client/ and the HTTP exchange it uses (src/cli/client.c), no server.
@@ -152,9 +155,6 @@ install: $(LIBCLIENT) $(B)/conclave.pc $(BIN_CONCLAVE)
 	install -m 644 $(B)/conclave.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 	$(if $(BIN_CONCLAVE),install -m 755 $(BIN_CONCLAVE) $(DESTDIR)$(PREFIX)/bin/)
 
-$(B)/libsim.a: $(call obj,$(SIM_SRC))
-	$(call say,AR,$@)rm -f $@ && $(AR) rcs $@ $^
-
 link = $(call say,LINK,$@)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter %.o %.a,$^) $(1) $(ALL_LDLIBS)
 
 $(B)/conclave: $(call obj,src/main.c) $(LIBCONCLAVE)
@@ -179,9 +179,12 @@ MUTANT_BUILDS := $(addprefix mutant-,$(MUTANTS))
 asan:
 	$(MAKE) B=build/asan SAN=asan all
 
-# Each mutant rebuilds everything with -DRAFT_MUTANT_<NAME> in build/mutants/<NAME>/.
+# Each mutant rebuilds everything with -DRAFT_MUTANT_<NAME> in build/mutants/<NAME>/; a
+# name SIM_<X> is -DSIM_MUTANT_<X> instead (the simulator's own copy of node.c's lease
+# driving, sim/lockhost.c).
+mutant_flag = $(if $(filter SIM_%,$(1)),-DSIM_MUTANT_$(patsubst SIM_%,%,$(1)),-DRAFT_MUTANT_$(1))
 $(MUTANT_BUILDS): mutant-%:
-	$(MAKE) B=build/mutants/$* SAN= EXTRA_CFLAGS='$(EXTRA_CFLAGS) -DRAFT_MUTANT_$*' sim-bin
+	$(MAKE) B=build/mutants/$* SAN= EXTRA_CFLAGS='$(EXTRA_CFLAGS) $(call mutant_flag,$*)' sim-bin
 
 # ---- run / test / bench -----------------------------------------------------------------
 .PHONY: run test bench soak sim-mutants fuzz

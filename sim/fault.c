@@ -72,6 +72,14 @@ static uint64_t fault_between(struct world *w, uint64_t lo_us, uint64_t hi_us)
     return lo_us + prng_below(&w->rng_fault, hi_us - lo_us + 1);
 }
 
+/* Until the next operator action (lock seeds set their own, slower cadence). */
+static uint64_t fault_operator_gap_us(struct world *w)
+{
+    if (w->k.operator_gap_max_us == 0)
+        return FAULT_OPERATOR_MIN_US + prng_below(&w->rng_fault, FAULT_OPERATOR_SPAN_US);
+    return fault_between(w, w->k.operator_gap_min_us, w->k.operator_gap_max_us);
+}
+
 static uint64_t fault_link_bit(uint32_t from, uint32_t to)
 {
     return UINT64_C(1) << ((from - 1) * WORLD_NODES_MAX + (to - 1));
@@ -176,6 +184,16 @@ static void fault_isolate_leader(struct world *w)
     static const char *const names[] = {"isolate leader", "isolate leader", "isolate leader",
                                         "cut leader inbound", "cut leader outbound"};
     fault_cut(w, mask, fault_between(w, 100000, 1000000), names[mode]);
+}
+
+void fault_isolate(struct world *w, uint32_t id, uint64_t duration_us, const char *what)
+{
+    uint64_t mask = 0;
+    CC_ASSERT(id >= 1 && id <= w->n_nodes);
+    for (uint32_t peer = 1; peer <= w->n_nodes; peer++)
+        if (peer != id)
+            mask |= fault_link_bit(peer, id) | fault_link_bit(id, peer);
+    fault_cut(w, mask, duration_us, what);
 }
 
 static void fault_flap(struct world *w)
@@ -377,9 +395,7 @@ void fault_start(struct world *w)
 {
     world_push(w, w->now_us + fault_between(w, w->k.fault_gap_min_us, w->k.fault_gap_max_us),
                WEV_FAULT, 0, 0, NULL);
-    world_push(
-        w, w->now_us + FAULT_OPERATOR_MIN_US + prng_below(&w->rng_fault, FAULT_OPERATOR_SPAN_US),
-        WEV_OPERATOR, 0, 0, NULL);
+    world_push(w, w->now_us + fault_operator_gap_us(w), WEV_OPERATOR, 0, 0, NULL);
 }
 
 void fault_event(struct world *w, const struct evq_event *ev)
@@ -398,10 +414,7 @@ void fault_event(struct world *w, const struct evq_event *ev)
         if (w->phase != WORLD_FAULTS)
             break;
         fault_operator(w);
-        world_push(w,
-                   w->now_us + FAULT_OPERATOR_MIN_US +
-                       prng_below(&w->rng_fault, FAULT_OPERATOR_SPAN_US),
-                   WEV_OPERATOR, 0, 0, NULL);
+        world_push(w, w->now_us + fault_operator_gap_us(w), WEV_OPERATOR, 0, 0, NULL);
         break;
     case WEV_CRASH:
         CC_ASSERT(n != NULL);

@@ -16,6 +16,11 @@
  * checks that its stored log ends where the core's does, and runs checks_node().
  * Everything in an update is copied before the next call into the core.
  *
+ * Lock seeds (lockworld.h): lease and lock commands go to the node's lock machine
+ * (lockhost.c) while the toy KV skips their indexes; keepalive reads are routed by their
+ * read id; a host snapshot image is the KV image followed by the lock machine's; each
+ * drain ends with the node's leading transition and each tick may propose expiries.
+ *
  * Node lifecycle: host_restart() boots a core from the durable image (and the
  * KV state from the durable snapshot); host_crash() frees the core, drops the
  * queued syncs and held events and lets the disk lose unsynced writes;
@@ -32,6 +37,7 @@
 
 #include "base/assert.h"
 #include "storage/snap.h"
+#include "lockworld.h"
 #include "mem.h"
 #include "world.h"
 
@@ -179,7 +185,8 @@ static void host_check(struct world *w, struct world_node *n)
 static void host_apply(struct world *w, struct world_node *n, const struct raft_entry *e)
 {
     int64_t result = 0;
-    int rv = e->type == RAFT_ENTRY_COMMAND
+    bool lock_cmd = w->lk != NULL && lockhost_is_cmd(e);
+    int rv = e->type == RAFT_ENTRY_COMMAND && !lock_cmd
                  ? kvsm_apply(&n->kv, e->index, e->bytes, e->n_bytes, &result)
                  : kvsm_skip(&n->kv, e->index);
     if (rv != 0) {
@@ -194,16 +201,29 @@ static void host_apply(struct world *w, struct world_node *n, const struct raft_
     }
     if (e->type == RAFT_ENTRY_COMMAND)
         client_applied(w, n, e, result);
+    if (w->lk != NULL && !w->failed)
+        lockhost_applied(w, n, e);
+}
+
+/* How much of a snapshot image is the toy KV's: all of it, except on lock seeds, where
+ * the lock machine's image follows (host_maybe_snapshot). */
+static size_t host_kv_part(const struct world *w, uint64_t n_bytes)
+{
+    return w->lk != NULL && n_bytes > KVSM_SNAPSHOT_BYTES ? KVSM_SNAPSHOT_BYTES : (size_t)n_bytes;
 }
 
 static void host_restore(struct world *w, struct world_node *n, const struct raft_snapshot *s)
 {
-    int rv = kvsm_snapshot_decode(&n->kv, s->bytes, s->n_bytes);
+    size_t kv_bytes = host_kv_part(w, s->n_bytes);
+    int rv = kvsm_snapshot_decode(&n->kv, s->bytes, kv_bytes);
     if (rv != 0 || n->kv.applied_index != s->index) {
         world_fail(w, "snapshot", "n%u cannot restore snapshot %" PRIu64 "/%" PRIu64 ": %s", n->id,
                    s->index, s->term, rv ? kvsm_strerror(rv) : "applied index mismatch");
         return;
     }
+    if (w->lk != NULL && lockhost_restore(w, n, (const uint8_t *)s->bytes + kv_bytes,
+                                          (size_t)s->n_bytes - kv_bytes, s->index) != 0)
+        return;
     n->snap_index = s->index;
     world_trace(w, n->id, "restored snapshot %" PRIu64 "/%" PRIu64, s->index, s->term);
     if (checks_snapshot(&w->checks, n->id, raft_term(n->raft), s->index, s->term, n->kv.digest) !=
@@ -272,6 +292,10 @@ static void host_update(struct world *w, struct world_node *n, const struct raft
         uint64_t prev = disk_image_term_at(&d->current, u->entries[0].index - 1);
         if (checks_entries(&w->checks, n->id, prev, u->entries, u->n_entries) == 0)
             rv = disk_write_append(d, u->entries, u->n_entries);
+        if (w->lk != NULL && raft_role(n->raft) == RAFT_LEADER && !w->checks.failed)
+            lockhost_appended(w, n, u->entries, u->n_entries); /* a leader's own proposals */
+        if (w->failed)
+            return;
     }
     if (rv == 0 && u->hard_state_changed) {
         what = "hard state";
@@ -301,10 +325,16 @@ static void host_update(struct world *w, struct world_node *n, const struct raft
         host_restore(w, n, u->snapshot);
     for (uint32_t i = 0; i < u->n_committed && !w->failed; i++)
         host_apply(w, n, &u->committed[i]);
-    for (uint32_t i = 0; i < u->n_reads && !w->failed; i++)
-        client_read_ready(w, n, &u->reads[i]);
+    for (uint32_t i = 0; i < u->n_reads && !w->failed; i++) {
+        if (w->lk != NULL && (u->reads[i].read_id & LOCKW_READ_BIT) != 0)
+            lockhost_read_ready(w, n, &u->reads[i]);
+        else
+            client_read_ready(w, n, &u->reads[i]);
+    }
     if (!w->failed)
         client_serve_reads(w, n);
+    if (!w->failed && w->lk != NULL)
+        lockhost_serve(w, n);
 }
 
 /* The host snapshots its state machine every snap_threshold applied entries
@@ -319,7 +349,20 @@ static bool host_maybe_snapshot(struct world *w, struct world_node *n)
         return false;
     CC_ASSERT(kvsm_snapshot_encode(&n->kv, buf, sizeof(buf), &len) == 0);
     n->snap_index = index;
-    int rv = raft_snapshot_taken(n->raft, index, buf, len);
+    uint8_t *image = buf, *joined = NULL;
+    if (w->lk != NULL) { /* KV image, then the lock machine's */
+        uint8_t *part = NULL;
+        size_t n_part = 0;
+        lockhost_snapshot(w, n, &part, &n_part);
+        joined = mem_calloc(len + n_part, 1);
+        memcpy(joined, buf, len);
+        memcpy(joined + len, part, n_part);
+        free(part);
+        image = joined;
+        len += n_part;
+    }
+    int rv = raft_snapshot_taken(n->raft, index, image, len);
+    free(joined);
     if (rv != 0) {
         world_trace(w, n->id, "snapshot at %" PRIu64 " refused: %s", index, raft_strerror(rv));
         return true;
@@ -394,6 +437,8 @@ void host_drain(struct world *w, struct world_node *n)
         if (!again && !raft_update_pending(n->raft))
             break;
     }
+    if (w->lk != NULL)
+        lockhost_after_drain(w, n);
     host_mirror_check(w, n);
     if (!w->failed)
         host_check(w, n);
@@ -454,6 +499,8 @@ static void host_dispatch(struct world *w, struct world_node *n, const struct ev
     switch (ev->kind) {
     case WEV_TICK:
         raft_tick(n->raft);
+        if (w->lk != NULL)
+            lockhost_tick(w, n); /* node.c on_tick(): propose_expiries() */
         host_drain(w, n);
         host_schedule_tick(w, n, n->tick_us);
         break;
@@ -475,6 +522,9 @@ static void host_dispatch(struct world *w, struct world_node *n, const struct ev
     case WEV_CLIENT_REQ:
     case WEV_FORWARD:
         client_event(w, ev, n);
+        break;
+    case WEV_LOCK_REQ:
+        lockhost_request(w, n, (size_t)ev->a);
         break;
     default:
         CC_UNREACHABLE();
@@ -520,7 +570,7 @@ void host_restart(struct world *w, struct world_node *n)
     o.election_ticks = WORLD_ELECTION_TICKS;
     o.heartbeat_ticks = 1;
     o.prevote = true;
-    o.check_quorum = true;
+    o.check_quorum = w->lk == NULL || !w->lk->k.no_check_quorum; /* see lockcl_setup */
     o.snapshot_chunk_bytes = w->k.chunk_bytes;
     o.trailing_entries = HOST_TRAILING_ENTRIES;
     struct dwal_recovered drec = {0};
@@ -576,8 +626,9 @@ void host_restart(struct world *w, struct world_node *n)
     }
     kvsm_init(&n->kv);
     n->snap_index = 0;
+    size_t kv_bytes = rec.snapshot != NULL ? host_kv_part(w, rec.snapshot->n_bytes) : 0;
     if (rec.snapshot != NULL) {
-        rv = kvsm_snapshot_decode(&n->kv, rec.snapshot->bytes, rec.snapshot->n_bytes);
+        rv = kvsm_snapshot_decode(&n->kv, rec.snapshot->bytes, kv_bytes);
         if (rv != 0 || n->kv.applied_index != rec.snapshot->index) {
             world_fail(w, "recovery", "n%u durable snapshot %" PRIu64 " unusable: %s", n->id,
                        rec.snapshot->index, rv ? kvsm_strerror(rv) : "index mismatch");
@@ -586,6 +637,14 @@ void host_restart(struct world *w, struct world_node *n)
             return;
         }
         n->snap_index = rec.snapshot->index;
+    }
+    if (w->lk != NULL &&
+        lockhost_boot(w, n, rec.snapshot ? (const uint8_t *)rec.snapshot->bytes + kv_bytes : NULL,
+                      rec.snapshot ? (size_t)rec.snapshot->n_bytes - kv_bytes : 0,
+                      rec.snapshot ? rec.snapshot->index : 0) != 0) {
+        if (have_drec)
+            dwal_recovered_free(&drec);
+        return;
     }
     struct raft_hard_state hs = rec.hard_state;
     if (have_drec)
@@ -617,6 +676,8 @@ void host_crash(struct world *w, struct world_node *n, const char *why)
         w->failover_term = raft_term(n->raft);
     }
     client_crashed(w, n);
+    if (w->lk != NULL)
+        lockhost_crash(w, n);
     raft_free(n->raft);
     n->raft = NULL;
     host_free_jobs(n);
@@ -659,7 +720,8 @@ void host_pause(struct world *w, struct world_node *n)
  * deposed leader acts on stale beliefs ("zombie leader"). */
 static bool host_client_first(const struct evq_event *ev, bool pass)
 {
-    bool client = ev->kind == WEV_CLIENT_REQ || ev->kind == WEV_FORWARD;
+    bool client =
+        ev->kind == WEV_CLIENT_REQ || ev->kind == WEV_FORWARD || ev->kind == WEV_LOCK_REQ;
     return client == pass;
 }
 
@@ -680,6 +742,8 @@ void host_resume(struct world *w, struct world_node *n)
                 host_dispatch(w, n, &held[i]);
         if (!w->failed) {
             raft_tick(n->raft);
+            if (w->lk != NULL)
+                lockhost_tick(w, n);
             host_drain(w, n);
         }
     }

@@ -3,7 +3,7 @@
  *   conclave-sim [--seed S | --seeds N [--seed-start S] | --soak-minutes M]
  *                [--jobs J] [--nodes N] [--ticks N] [--stop-on-fail]
  *                [--verbose] [--trace-hash] [--stats] [--no-direct-checks]
- *                [--disk real|model|mixed]
+ *                [--disk real|model|mixed] [--locks on|off|mixed]
  *
  * Each seed is one sim_run(). A failing seed prints exactly
  *   FAIL seed=<seed> check=<name> <detail>
@@ -53,7 +53,8 @@ struct main_opts {
     double soak_minutes;
     uint32_t jobs, nodes, ticks;
     bool stop_on_fail, verbose, trace_hash, stats, no_direct;
-    uint32_t disk; /* enum sim_disk */
+    uint32_t disk;  /* enum sim_disk */
+    uint32_t locks; /* enum sim_locks */
 };
 
 static void main_usage(FILE *f)
@@ -61,7 +62,7 @@ static void main_usage(FILE *f)
     fprintf(f, "usage: conclave-sim [--seed S | --seeds N [--seed-start S] | --soak-minutes M]\n"
                "                    [--jobs J] [--nodes N] [--ticks N] [--stop-on-fail]\n"
                "                    [--verbose] [--trace-hash] [--stats] [--no-direct-checks]\n"
-               "                    [--disk real|model|mixed]\n");
+               "                    [--disk real|model|mixed] [--locks on|off|mixed]\n");
 }
 
 static bool main_u64(const char *s, uint64_t *out)
@@ -109,6 +110,11 @@ static int main_parse(int argc, char **argv, struct main_opts *o)
             o->disk = strcmp(v, "real") == 0    ? SIM_DISK_REAL
                       : strcmp(v, "model") == 0 ? SIM_DISK_MODEL
                                                 : SIM_DISK_MIXED;
+        } else if (strcmp(a, "--locks") == 0 && v != NULL &&
+                   (strcmp(v, "on") == 0 || strcmp(v, "off") == 0 || strcmp(v, "mixed") == 0)) {
+            o->locks = strcmp(v, "on") == 0    ? SIM_LOCKS_ON
+                       : strcmp(v, "off") == 0 ? SIM_LOCKS_OFF
+                                               : SIM_LOCKS_MIXED;
         } else if (strcmp(a, "--soak-minutes") == 0 && v != NULL && atof(v) > 0 &&
                    atof(v) <= MAIN_SOAK_MINUTES_MAX) {
             o->soak = true;
@@ -166,8 +172,11 @@ static int main_replay(const struct main_opts *o, uint64_t seed, char *buf, size
     const char *disk = o->disk == SIM_DISK_REAL    ? " --disk real"
                        : o->disk == SIM_DISK_MIXED ? " --disk mixed"
                                                    : "";
-    return snprintf(buf, cap, "replay: %s --seed %" PRIu64 " --verbose%s%s%s%s\n", o->argv0,
-                    seed, nodes, ticks, o->no_direct ? " --no-direct-checks" : "", disk);
+    const char *locks = o->locks == SIM_LOCKS_ON    ? " --locks on"
+                        : o->locks == SIM_LOCKS_OFF ? " --locks off"
+                                                    : "";
+    return snprintf(buf, cap, "replay: %s --seed %" PRIu64 " --verbose%s%s%s%s%s\n", o->argv0,
+                    seed, nodes, ticks, o->no_direct ? " --no-direct-checks" : "", disk, locks);
 }
 
 /* Pre-formatted for the crash paths, which may only write(2). */
@@ -214,6 +223,8 @@ struct main_record { /* worker -> parent, one per seed */
     uint32_t n_elections, ops_ok, ops_fail, ops_unknown;
     uint32_t n_failover;
     uint32_t failover_ticks[SIM_FAILOVER_MAX];
+    uint32_t locks, lock_grants, lock_writes_ok, lock_writes_fenced, lease_expiries;
+    uint32_t keepalives_ok, keepalives_failed;
 };
 _Static_assert(sizeof(struct main_record) <= 512, "records must stay well below PIPE_BUF");
 
@@ -234,6 +245,7 @@ static void main_run_seed(const struct main_opts *o, uint64_t seed, struct main_
     cfg.verbose = o->verbose;
     cfg.no_direct_checks = o->no_direct;
     cfg.disk = o->disk;
+    cfg.locks = o->locks;
     sim_run(&cfg, &res);
     main_crash_len = 0;
 
@@ -254,6 +266,13 @@ static void main_run_seed(const struct main_opts *o, uint64_t seed, struct main_
     rec->ops_unknown = res.ops_unknown;
     rec->n_failover = res.n_failover;
     memcpy(rec->failover_ticks, res.failover_ticks, sizeof(rec->failover_ticks));
+    rec->locks = res.locks;
+    rec->lock_grants = res.n_lock_grants;
+    rec->lock_writes_ok = res.n_lock_writes_ok;
+    rec->lock_writes_fenced = res.n_lock_writes_fenced;
+    rec->lease_expiries = res.n_lease_expiries;
+    rec->keepalives_ok = res.n_keepalives_ok;
+    rec->keepalives_failed = res.n_keepalives_failed;
 
     n = 0;
     if (o->trace_hash)
@@ -339,6 +358,8 @@ static _Noreturn void main_worker(const struct main_plan *p, uint64_t k, uint64_
 struct main_totals {
     uint64_t seeds, failed, sim_ticks, elections, ok, fail, unknown, lin_budget;
     uint64_t disk_real, wal_recoveries, torn_tails, corrupt_refusals, fsync_fatal, enospc;
+    uint64_t locks, lock_grants, lock_writes_ok, lock_writes_fenced, lease_expiries;
+    uint64_t keepalives_ok, keepalives_failed;
     uint32_t *failover;
     size_t n_failover, cap_failover;
 };
@@ -359,6 +380,13 @@ static void main_add(struct main_totals *t, const struct main_record *r)
     t->corrupt_refusals += r->corrupt_refusals;
     t->fsync_fatal += r->fsync_fatal;
     t->enospc += r->enospc;
+    t->locks += r->locks;
+    t->lock_grants += r->lock_grants;
+    t->lock_writes_ok += r->lock_writes_ok;
+    t->lock_writes_fenced += r->lock_writes_fenced;
+    t->lease_expiries += r->lease_expiries;
+    t->keepalives_ok += r->keepalives_ok;
+    t->keepalives_failed += r->keepalives_failed;
     for (uint32_t i = 0; i < r->n_failover && i < SIM_FAILOVER_MAX; i++) {
         mem_grow((void **)&t->failover, &t->cap_failover, t->n_failover + 1, sizeof(*t->failover));
         t->failover[t->n_failover++] = r->failover_ticks[i];
@@ -528,6 +556,11 @@ static void main_print_stats(struct main_totals *t, double wall_s)
            " fsync_fatal=%" PRIu64 " enospc=%" PRIu64 "\n",
            t->disk_real, t->seeds - t->disk_real, t->wal_recoveries, t->torn_tails,
            t->corrupt_refusals, t->fsync_fatal, t->enospc);
+    printf("stats: locks seeds=%" PRIu64 " grants=%" PRIu64 " resource_writes ok=%" PRIu64
+           " fenced=%" PRIu64 " lease_expiries=%" PRIu64 " keepalives ok=%" PRIu64
+           " lease_gone=%" PRIu64 "\n",
+           t->locks, t->lock_grants, t->lock_writes_ok, t->lock_writes_fenced, t->lease_expiries,
+           t->keepalives_ok, t->keepalives_failed);
 }
 
 /* ---- main ------------------------------------------------------------------------------ */

@@ -19,6 +19,9 @@
  * within WORLD_CONVERGE_TICKS) -> final checks (digests, acknowledged
  * writes, linearizability).
  *
+ * Lock seeds (cfg->locks; lockworld.h) add lease and lock clients, the nodes' lock
+ * machines and lease timers, and a protected resource, with their own checks.
+ *
  * The trace: world_trace() lines (state changes, faults, client ops) are
  * hashed as text and printed with --verbose; world_vtrace() lines (messages,
  * commits) are only printed; every event's (time, kind, node, payload) is
@@ -35,6 +38,7 @@
 
 #include "base/assert.h"
 #include "base/hash.h"
+#include "lockworld.h"
 #include "mem.h"
 #include "world.h"
 
@@ -208,6 +212,15 @@ static void world_final_checks(struct world *w)
                    first->kv.applied_index);
         return;
     }
+    for (uint32_t id = 1; id <= w->n_nodes && w->lk != NULL; id++) {
+        const struct world_node *n = &w->nodes[id];
+        if (n->dead || n == first || lockhost_digest(w, n) == lockhost_digest(w, first))
+            continue;
+        world_fail(w, "lock-digest",
+                   "n%u and n%u applied up to %" PRIu64 " but their lease+lock digests differ", id,
+                   first->id, n->kv.applied_index);
+        return;
+    }
     world_trace(w, 0, "converged at index %" PRIu64 " digest %016" PRIx64, first->kv.applied_index,
                 first->kv.digest);
     client_finish(w);
@@ -333,6 +346,7 @@ static int world_setup(struct world *w, const struct sim_config *cfg, struct sim
     res->n_nodes = n_nodes;
     world_knobs(w, &setup);
     world_disk_knobs(w);
+    lockcl_setup(w); /* its own prng stream: seeds without locks run as before */
     checks_init(&w->checks, w->n_nodes, !cfg->no_direct_checks);
     world_trace(w, 0,
                 "seed %" PRIu64 ": %u nodes, %u clients, intensity %u, loss %u ppm, "
@@ -378,9 +392,13 @@ static int world_setup(struct world *w, const struct sim_config *cfg, struct sim
 static void world_teardown(struct world *w)
 {
     evq_free(&w->q, host_free_event, NULL);
-    for (uint32_t id = 1; id <= w->n_nodes; id++)
+    for (uint32_t id = 1; id <= w->n_nodes; id++) {
+        if (w->lk != NULL)
+            lockhost_free(w, &w->nodes[id]);
         host_free(&w->nodes[id]);
+    }
     client_free(w);
+    lockcl_free(w);
     free(w->faults);
     checks_free(&w->checks);
 }
@@ -395,7 +413,19 @@ static void world_dispatch(struct world *w, const struct evq_event *ev)
     case WEV_SYNC:
     case WEV_CLIENT_REQ:
     case WEV_FORWARD:
+    case WEV_LOCK_REQ:
         host_event(w, ev);
+        break;
+    case WEV_LOCK_STEP:
+    case WEV_LOCK_KA:
+    case WEV_LOCK_REPLY:
+    case WEV_LOCK_TIMEOUT:
+    case WEV_LOCK_WRITE:
+    case WEV_LOCK_FAULT:
+    case WEV_LOCK_RESUME:
+    case WEV_LOCK_RESTART:
+    case WEV_LOCK_HANDOVER:
+        lockcl_event(w, ev);
         break;
     case WEV_CLIENT_NEXT:
     case WEV_OP_TIMEOUT:
@@ -450,6 +480,8 @@ int sim_run(const struct sim_config *cfg, struct sim_result *out)
     if (world_setup(w, cfg, out) == 0) {
         fault_start(w);
         client_start(w);
+        if (w->lk != NULL)
+            lockcl_start(w);
         world_push(w, w->k.fault_end_us, WEV_HEAL, 0, 0, NULL);
     }
     while (!w->failed && w->phase != WORLD_DONE) {
@@ -473,6 +505,8 @@ int sim_run(const struct sim_config *cfg, struct sim_result *out)
     out->sim_us = w->now_us;
     out->n_events = w->n_events;
     out->n_elections = w->checks.n_elections;
+    if (w->lk != NULL)
+        lockcl_report(w);
     world_teardown(w);
     free(w);
     return out->failed ? 1 : 0;

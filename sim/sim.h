@@ -6,8 +6,9 @@
  * links, membership changes, leader transfers), heals everything, demands
  * liveness and convergence, and checks safety after every event plus
  * linearizability of the whole client history at the end (DESIGN.md, testing
- * level 2). Everything derives from cfg->seed: the same seed gives the same
- * trace, byte for byte, in any process.
+ * level 2). Lock seeds (cfg->locks) add leases, locks, lock clients and a fenced
+ * resource with their own checks (sim/lockworld.h). Everything derives from
+ * cfg->seed: the same seed gives the same trace, byte for byte, in any process.
  *
  * Ownership: sim_run() reads *cfg and fills *out; it keeps neither.
  */
@@ -33,6 +34,12 @@ enum sim_disk {
     SIM_DISK_MODEL      /* the logical disk model (sim/disk.h) */
 };
 
+enum sim_locks {
+    SIM_LOCKS_MIXED = 0, /* the seed picks: one seed in three runs lock clients */
+    SIM_LOCKS_ON,        /* every seed (sim/lockworld.h) */
+    SIM_LOCKS_OFF
+};
+
 struct sim_config {
     uint64_t seed;
     uint32_t disk;         /* enum sim_disk */
@@ -41,6 +48,7 @@ struct sim_config {
     bool verbose;          /* print one trace line per event to trace_out */
     FILE *trace_out;       /* NULL: stdout */
     bool no_direct_checks; /* only consequence checks (see checks.h; mutant studies) */
+    uint32_t locks;        /* enum sim_locks */
 };
 
 struct sim_result {
@@ -64,6 +72,13 @@ struct sim_result {
     uint32_t n_corrupt_refusals; /* recovery refused (WAL_ECORRUPT...): node kept down */
     uint32_t n_fsync_fatal;      /* crashes after a failed fsync (WAL_ESYNC / SNAP_ESYNC) */
     uint32_t n_enospc;           /* writes that ran out of space */
+    /* lease and lock seeds only (sim/lockworld.h) */
+    bool locks;                    /* lock clients ran in this seed */
+    uint32_t n_lock_grants;        /* distinct grants (by log index) */
+    uint32_t n_lock_writes_ok;     /* writes the protected resource accepted */
+    uint32_t n_lock_writes_fenced; /* writes it rejected for an old token */
+    uint32_t n_lease_expiries;     /* EXPIRE entries applied */
+    uint32_t n_keepalives_ok, n_keepalives_failed; /* failed: the lease was dead */
 };
 
 void sim_config_default(struct sim_config *cfg, uint64_t seed);

@@ -1,6 +1,7 @@
 /* world.h -- internal to the simulator: the world shared by sim.c (event loop,
- * node host, network), fault.c (fault injection and operators) and client.c
- * (clients and their history). Not a public interface; include sim.h instead.
+ * node host, network), fault.c (fault injection and operators), client.c
+ * (clients and their history) and, on lock seeds, the lock world (lockworld.h).
+ * Not a public interface; include sim.h instead.
  *
  * Time is simulated microseconds (now_us). Every random draw comes from one of
  * the world's prng streams, all derived from the run's seed; there is no other
@@ -64,6 +65,17 @@ enum world_ev {
     WEV_HEAL,        /* end of the fault phase */
     WEV_HEAL_STEP,   /* liveness and convergence polling */
     WEV_STORAGE_FATAL, /* node, a = epoch: real storage failed, the process exits */
+    /* the lock world (lockworld.h); "gen|c" = generation << 8 | client slot */
+    WEV_LOCK_REQ,     /* node, a = message: a lock client's request arrives */
+    WEV_LOCK_STEP,    /* a = gen|c: the client's next step */
+    WEV_LOCK_KA,      /* a = gen|c: the client's renewal timer */
+    WEV_LOCK_REPLY,   /* a = message: an answer (or a grant notification) reaches the client */
+    WEV_LOCK_TIMEOUT, /* a = message: the client gives up waiting for it */
+    WEV_LOCK_WRITE,   /* a = write: a write reaches the protected resource */
+    WEV_LOCK_FAULT,   /* crash or pause a lock client */
+    WEV_LOCK_RESUME,  /* a = pause gen|c */
+    WEV_LOCK_RESTART, /* a = incarnation|c */
+    WEV_LOCK_HANDOVER, /* node, a = term: the leader that just renewed a lease hands over */
 };
 
 enum world_phase { WORLD_FAULTS, WORLD_LIVENESS, WORLD_CONVERGE, WORLD_DONE };
@@ -73,6 +85,8 @@ enum world_write {                /* what a queued disk write carries, for targe
                    WRITE_PROMISE, /* entries, an ack, a candidate's self-vote */
                    WRITE_VOTE     /* a vote granted to another node */
 };
+
+struct lockworld;
 
 /* ---- nodes ------------------------------------------------------------------ */
 
@@ -118,6 +132,7 @@ struct world_knobs {
     uint64_t fault_end_us;
     uint32_t loss_ppm, dup_ppm, tail_ppm, fsync_slow_ppm;
     uint64_t fault_gap_min_us, fault_gap_max_us;
+    uint64_t operator_gap_min_us, operator_gap_max_us; /* 0: fault.c's 50-250 ms */
     uint32_t target_crash_ppm;  /* per durable write carrying entries or an ack */
     uint32_t vote_crash_ppm;    /* per durable write granting a vote */
     uint32_t ack_fault_ppm;     /* per write acknowledged by a leader */
@@ -201,6 +216,9 @@ struct world {
 
     uint32_t n_flipped; /* nodes given a bit flip (at most one per run: see host_crash) */
 
+    /* leases, locks, lock clients (lockworld.h); NULL on seeds without them */
+    struct lockworld *lk;
+
     /* heal phase and stats */
     uint64_t heal_us, converge_us;
     bool failover_pending;
@@ -269,6 +287,8 @@ void fault_on_ack(struct world *w, struct world_node *n);
 void fault_on_elected(struct world *w, struct world_node *n);
 void fault_heal(struct world *w);
 void fault_heal_membership(struct world *w);
+/* Cuts node id off from every peer, both ways, for duration_us (clients still reach it). */
+void fault_isolate(struct world *w, uint32_t id, uint64_t duration_us, const char *what);
 uint64_t fault_fsync_us(struct world *w, const struct world_node *n);
 
 /* ---- client.c ------------------------------------------------------------------- */
