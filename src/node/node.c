@@ -117,6 +117,7 @@ struct node {
     /* leases: deadlines kept by the leader only (node/lease_timer.h) */
     struct lease_timer *lease_timer;
     bool leading; /* raft_role() was LEADER at the last flush */
+    uint64_t leading_term; /* ... in this term */
     struct pending_keepalive *keepalives; /* list head */
 
     uint64_t snap_index; /* of the newest state machine snapshot on disk */
@@ -549,9 +550,12 @@ static void flush(struct node *n)
     }
     if (!same_config(raft_config(n->raft), &n->dialed_for))
         sync_peers(n);
+    /* Compare the term too: stepping down and winning again within one flush is a new
+     * leadership whose deadlines must be extended again. */
     bool leading = raft_role(n->raft) == RAFT_LEADER;
-    if (leading != n->leading) {
+    if (leading != n->leading || (leading && raft_term(n->raft) != n->leading_term)) {
         n->leading = leading;
+        n->leading_term = raft_term(n->raft);
         if (leading) /* etcd#9395: never expire earlier than the old leader promised */
             lease_timer_on_become_leader(n->lease_timer, machine_leases(n->sm), uv_now(n->loop),
                                          (uint64_t)n->cfg.election_ticks * n->cfg.tick_ms);
