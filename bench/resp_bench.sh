@@ -59,11 +59,10 @@ rm -rf "$tmp"
 mkdir -p "$tmp/redis"
 # 3 ports per node (http, peer, resp) and one for redis, all free on 127.0.0.1 right now
 read -r -a ports <<<"$("$py" -c '
-import socket, sys
-n = int(sys.argv[1]); socks = []
-for _ in range(n):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))' $((3 * nodes + 1)))"
+import sys
+sys.path.insert(0, sys.argv[2])
+from cluster import free_ports
+print(" ".join(str(p) for p in free_ports(int(sys.argv[1]))))' $((3 * nodes + 1)) "$(dirname "$0")/../tests/integration")"
 
 ic=""
 for ((i = 1; i <= nodes; i++)); do

@@ -20,6 +20,7 @@ Sections: ports | member | cluster | raw HTTP.
 """
 
 import os
+import random
 import re
 import signal
 import socket
@@ -46,25 +47,42 @@ def kill_all_children():
         _children.discard(p)
 
 
-def free_ports(count):
-    """count distinct TCP ports that were free on 127.0.0.1 just now (bind to port 0)."""
-    socks, ports = [], []
+def _ephemeral_range():
     try:
-        tries = 0
-        while len(ports) < count:
-            tries += 1
-            assert tries < 10 * count + 100, "cannot find free ports"
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            port = s.getsockname()[1]
-            if port not in _handed_out:
-                _handed_out.add(port)
-                ports.append(port)
-    finally:
-        for s in socks:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(count):
+    """count distinct TCP ports that were free on 127.0.0.1 just now.
+
+    They are drawn at random from below the kernel's ephemeral range: a port from bind(0)
+    is an ephemeral port, and any client connection made before the server binds it may
+    take it as its source port ("address already in use" at start-up, seen in CI). The
+    bind is without SO_REUSEADDR, so a port still in TIME_WAIT counts as taken."""
+    lo, _ = _ephemeral_range()
+    first, last = (10000, lo - 1) if lo > 12000 else (61000, 65535)
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    ports = []
+    for _ in range(100 * count + 1000):
+        if len(ports) == count:
+            return ports
+        port = rng.randint(first, last)
+        if port in _handed_out:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
             s.close()
-    return ports
+        _handed_out.add(port)
+        ports.append(port)
+    raise AssertionError(f"cannot find {count} free ports in {first}-{last}")
 
 
 def default_binary():
