@@ -49,6 +49,9 @@ struct api {
     uint64_t n_ticks;
     struct abandoned_grant *abandoned; /* timed-out waits whose grant may still come */
     uint32_t n_abandoned;
+    /* elect_observe.c: GET /v1/election/{name}/observe streams */
+    struct eobserver *observers;
+    uint32_t n_observers;
 };
 /* A forward_call holding a returned: frees a if it was the last thing api_free waits for. */
 void api_call_finished(struct api *a);
@@ -102,6 +105,14 @@ void lock_api_fini(struct api *a);
 void lock_api_forget(struct op *o); /* api_op_done: leave the waiter list */
 void lock_api_tick(struct api *a);  /* renews the leases of waiting acquires */
 void lock_api_route(struct api *a, struct http_req *req); /* /v1/lease, /v1/lock, /v1/election */
+
+/* elect_observe.c: election observe streams (fed by lock_api.c's node observer) */
+struct eobserver;
+void elect_observe_start(struct api *a, struct http_req *req, const char *name, size_t len);
+void elect_observe_applied(struct api *a, const struct sm_result *res);
+void elect_observe_reset(struct api *a);
+void elect_observe_tick(struct api *a); /* keepalive comments */
+void elect_observe_fini(struct api *a);
 
 /* v3_api.c: etcd 3.4 JSON gateway paths /v3/kv/put|range|deleterange */
 void v3_api_route(struct api *a, struct http_req *req);

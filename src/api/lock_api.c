@@ -12,6 +12,7 @@
  *   POST   /v1/election/{name}/proclaim  {"owner","token","value"}
  *   POST   /v1/election/{name}/resign    {"owner","token"}
  *   GET    /v1/election/{name}                                      the leader and its value
+ *   GET    /v1/election/{name}/observe                   SSE: every leader change (elect_observe.c)
  *
  * Every write is a command through Raft on the leader (followers forward the request).
  * An acquire that must wait is queued in the replicated FIFO (sm/lock.h); the request
@@ -465,6 +466,7 @@ static void on_applied_lock_events(void *arg, const struct sm_result *res)
     struct api *a = arg;
     if (res->tag != SM_TAG_LOCK && res->tag != SM_TAG_LEASE)
         return;
+    elect_observe_applied(a, res);
     for (uint32_t i = 0; i < res->lock.n_events; i++) {
         const struct lock_event *e = &res->lock.events[i];
         if (e->type != LOCK_EV_GRANTED && e->type != LOCK_EV_DROPPED &&
@@ -863,6 +865,7 @@ static void on_wait_keepalive(void *arg, int status, int64_t ttl_ms)
 
 void lock_api_tick(struct api *a)
 {
+    elect_observe_tick(a);
     uint64_t now = uv_now(a->loop);
     for (struct op *o = a->lock_waiters; o; o = o->wait_next) {
         if (!o->lease_implicit || o->finished || now < o->renewed_ms + (uint64_t)o->ttl_ms / 3)
@@ -874,17 +877,26 @@ void lock_api_tick(struct api *a)
 
 /* ==== routing ================================================================ */
 
+/* Node observer: a snapshot replaced the state machine. */
+static void on_reset_lock_state(void *arg, uint64_t index)
+{
+    (void)index;
+    elect_observe_reset(arg);
+}
+
 int lock_api_init(struct api *a)
 {
     a->abandoned = calloc(API_ABANDONED_MAX, sizeof(*a->abandoned));
     if (!a->abandoned)
         return -1;
-    struct node_observer ob = {.applied_cb = on_applied_lock_events, .arg = a};
+    struct node_observer ob = {.applied_cb = on_applied_lock_events,
+                               .reset_cb = on_reset_lock_state, .arg = a};
     return node_observe(a->node, &ob);
 }
 
 void lock_api_fini(struct api *a)
 {
+    elect_observe_fini(a);
     node_unobserve(a->node, a);
     free(a->abandoned);
     a->abandoned = NULL;
@@ -966,11 +978,13 @@ void lock_api_route(struct api *a, struct http_req *req)
                 return lock_owner_cmd(a, req, p, name_len, LOCK_CMD_PROCLAIM);
             if (verb_is(verb, verb_len, "resign") && m == HTTP_POST)
                 return lock_owner_cmd(a, req, p, name_len, LOCK_CMD_RELEASE);
+            if (verb_is(verb, verb_len, "observe") && m == HTTP_GET)
+                return elect_observe_start(a, req, p, name_len);
         }
     }
     http_respond_error(req, 404, "not_found",
                        "lock paths: POST|DELETE|GET /v1/lock/{name}; election paths: "
                        "POST /v1/election/{name}/campaign|proclaim|resign, GET "
-                       "/v1/election/{name} (names: 1-%u bytes, no '/')",
+                       "/v1/election/{name}[/observe] (names: 1-%u bytes, no '/')",
                        LOCK_NAME_BYTES_MAX);
 }

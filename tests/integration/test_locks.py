@@ -180,6 +180,55 @@ def test_election(make_cluster):
     assert requests.get(e, timeout=T).json()["leader"]["owner"] == "n2"
 
 
+def test_election_observe_streams_every_leader_change(make_cluster):
+    """GET /v1/election/{name}/observe on a follower: the current leader first, then a
+    new event for a proclaim, a hand-over on resign, and null when the leader's lease
+    expires; a second observer sees the same sequence."""
+    from test_watch import Sse
+    c = make_cluster(3)
+    lid = c.leader()
+    fol = next(m for m in (1, 2, 3) if m != lid)
+    e = c.url(lid) + "/v1/election/obs"
+    # nobody leads yet: the stream opens with null
+    w = Sse(c.m(fol).http_port, "/v1/election/obs/observe")
+    first = w.next(timeout=15)
+    assert first.event == "leader" and first.id == 1 and first.data["leader"] is None, first
+    r = post(e + "/campaign", {"owner": "a", "value": "v1", "ttl_ms": 1500})
+    assert r.status_code == 200, r.text
+    tok_a, lease_a = r.json()["token"], r.json()["lease"]
+    ev = w.next(timeout=10)
+    assert ev.data["leader"]["owner"] == "a" and ev.data["leader"]["value"] == "v1"
+    assert ev.data["leader"]["token"] == tok_a and ev.id == 2
+    w2 = Sse(c.m(lid).http_port, "/v1/election/obs/observe")
+    assert w2.next(timeout=10).data["leader"]["token"] == tok_a
+    assert post(f"{c.url(lid)}/v1/lease/{lease_a}/keepalive").status_code == 200
+    assert post(e + "/proclaim", {"owner": "a", "token": tok_a, "value": "v2"}).status_code == 200
+    for s in (w, w2):
+        ev = s.next(timeout=10)
+        assert ev.data["leader"]["value"] == "v2" and ev.data["leader"]["token"] == tok_a, ev
+    got = {}
+    th = threading.Thread(target=lambda: got.update(r=post(e + "/campaign", {
+        "owner": "b", "value": "vb", "ttl_ms": 1500, "wait_ms": 8000})))
+    th.start()
+    wait_until("b queued", lambda: len(requests.get(e, timeout=T).json()["queue"]) == 1, 5)
+    assert post(e + "/resign", {"owner": "a", "token": tok_a}).status_code == 200
+    th.join(timeout=10)
+    tok_b = got["r"].json()["token"]
+    assert tok_b > tok_a
+    # resign hands over in the same entry: observers see b directly, never a gap
+    for s in (w, w2):
+        ev = s.next(timeout=10)
+        assert ev.data["leader"]["owner"] == "b" and ev.data["leader"]["token"] == tok_b, ev
+    # b stops renewing: its lease expires and the election has no leader
+    for s in (w, w2):
+        ev = s.next(timeout=15)
+        assert ev.data["leader"] is None, ev
+        s.close()
+    # bad paths
+    assert requests.get(c.url(lid) + "/v1/election/obs/observer", timeout=T).status_code == 404
+    assert requests.post(c.url(lid) + "/v1/election/obs/observe", timeout=T).status_code == 404
+
+
 def pad(n):
     return "%020d" % n
 
