@@ -44,6 +44,7 @@
 
 #include "base/assert.h"
 #include "cli/client.h"
+#include "cli/sse.h"
 #include "client/client_internal.h"
 #include "conclave/client.h"
 
@@ -55,7 +56,8 @@ extern char **environ;
 #define LOCK_CMD_GRACE_MS_DEFAULT    3000u                /* SIGTERM -> SIGKILL after a loss */
 #define LOCK_CMD_GRACE_MS_MAX        600000u              /* ten minutes */
 #define LOCK_CMD_WAIT_MS_MAX         INT64_C(31536000000) /* a year: "forever" is the default */
-#define LOCK_CMD_INTERVAL_MS_DEFAULT 500u                 /* elect --observe polling */
+#define LOCK_CMD_INTERVAL_MS_DEFAULT 500u                 /* elect --observe reconnect delay */
+#define LOCK_CMD_OBSERVE_SILENCE_MS  30000u /* observe: the server pings every 10 s */
 #define LOCK_CMD_INTERVAL_MS_MIN     50u
 #define LOCK_CMD_INTERVAL_MS_MAX     3600000u
 #define LOCK_CMD_LS_PAGE             256u /* ids per GET /v1/lease page (the server's) */
@@ -867,8 +869,9 @@ static const char elect_usage[] =
     "Campaigns for leadership of NAME and holds it (renewing every ttl/3) until Ctrl-C,\n"
     "then resigns. Prints a line when elected. If leadership is lost (the lease could\n"
     "not be renewed in time), says so and exits 76.\n"
-    "--observe: prints the current leader, then every change (polled every --interval\n"
-    "ms, default 500), until Ctrl-C.\n"
+    "--observe: prints the current leader, then every change as the cluster applies it\n"
+    "(a Server-Sent Events stream), until Ctrl-C; a lost stream is resumed on the next\n"
+    "endpoint after --interval ms (default 500).\n"
     "\n" CLIENT_GLOBAL_FLAGS_USAGE "  (--endpoint may list several nodes: H1:P1,H2:P2)\n"
     "\n"
     "Exit status: 0 done, 76 leadership lost, 1 failed, 2 usage, 3 cannot connect.\n";
@@ -957,50 +960,121 @@ static void elect_show(const struct lk_cli *lc, const char *name, json_t *leader
     fflush(stdout);
 }
 
+struct observe_state {
+    const struct lk_cli *lc;
+    const char *name;
+    json_t *last;     /* the leader printed last (elect_show) */
+    uint64_t n_events;
+};
+
+static int on_observe_event(void *arg, const char *event, const char *id, const char *data,
+                            size_t data_len)
+{
+    (void)id;
+    struct observe_state *st = arg;
+    if (strcmp(event, "leader") != 0)
+        return 0;
+    json_t *j = json_loadb(data, data_len, 0, NULL);
+    json_t *leader = j ? json_object_get(j, "leader") : NULL;
+    if (!leader) {
+        json_decref(j);
+        fprintf(stderr, "%s: the server sent a leader event that is not JSON\n", st->lc->prog);
+        return 1;
+    }
+    elect_show(st->lc, st->name, json_incref(leader), &st->last);
+    json_decref(j);
+    st->n_events++;
+    return 0;
+}
+
+static int observe_body(void *arg, const uint8_t *bytes, size_t n)
+{
+    return sse_feed(arg, bytes, n);
+}
+
+/* Ctrl-C, TERM or HUP while observing: stdout was flushed after every line and nothing
+ * is held, so the observer just ends, with status 0 (async-signal-safe). */
+static void observe_stop(int sig)
+{
+    (void)sig;
+    _exit(CLIENT_EXIT_OK);
+}
+
+/* Follows GET /v1/election/NAME/observe (Server-Sent Events: the leader now, then every
+ * change). A broken stream is picked up again on the next endpoint of --endpoint after
+ * --interval; only a refusal before any event (a bad name, no node reachable at all on
+ * the first pass) ends the command. Ctrl-C ends it with status 0. */
 static int elect_observe(const struct lk_cli *lc, cc_client *c, const struct elect_args *a)
 {
+    (void)c;
     char esc[3 * CC_LOCK_NAME_BYTES_MAX + 1], t[sizeof(esc) + 32];
     cc__escape_segment(a->name, esc, sizeof(esc));
-    snprintf(t, sizeof(t), "/v1/election/%s", esc);
+    snprintf(t, sizeof(t), "/v1/election/%s/observe", esc);
+    char eps[LOCK_CMD_ENDPOINTS_BYTES];
+    snprintf(eps, sizeof(eps), "%s", lc->endpoints[0] ? lc->endpoints : lc->cli.endpoint);
+    char *list[CC_ENDPOINTS_MAX];
+    uint32_t n_eps = 0;
+    for (char *save = NULL, *e = strtok_r(eps, ",", &save); e && n_eps < CC_ENDPOINTS_MAX;
+         e = strtok_r(NULL, ",", &save))
+        list[n_eps++] = e;
+    if (n_eps == 0)
+        list[n_eps++] = (char *)lc->cli.endpoint;
     if (!wake_open()) {
         fprintf(stderr, "%s: pipe: %s\n", lc->prog, strerror(errno));
         return CLIENT_EXIT_FAIL;
     }
-    handle_signals(true, false);
-    json_t *last = NULL;
+    struct sigaction sa = {.sa_handler = observe_stop};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    struct observe_state st = {.lc = lc, .name = a->name};
+    /* the server pings every 10 s: three missed pings mean the stream is dead */
+    struct client_opts opts = {.timeout_ms = LOCK_CMD_OBSERVE_SILENCE_MS};
+    struct client_request req = {.method = "GET", .target = t};
     int rv = CLIENT_EXIT_OK;
     bool failing = false;
-    /* Ends on Ctrl-C/TERM/HUP (or a failure on the very first read); each pass sleeps
-     * --interval in poll(). */
-    for (uint64_t n = 0;; n++) {
+    for (uint64_t attempt = 0;; attempt++) {
+        const char *ep = list[attempt % n_eps];
+        struct sse_parser sp = {.event_cb = on_observe_event, .arg = &st};
         struct client_response resp;
-        int err = cc__request(c, "GET", t, NULL, lc->cli.timeout_ms, &resp);
-        if (err == 0 && (resp.status == 200 || resp.status == 404)) {
-            json_t *j = resp.status == 200 ? cc__reply_json(&resp) : NULL;
-            json_t *leader = j ? json_object_get(j, "leader") : NULL;
-            elect_show(lc, a->name, leader ? json_incref(leader) : json_null(), &last);
-            json_decref(j);
-            failing = false;
-        } else {
-            if (err == 0)
-                err = cc__status_error(&resp);
-            if (n == 0) {
-                client_response_free(&resp);
-                rv = lk_fail(lc, lc->prog, err);
+        char err[CLIENT_ERRMSG_BYTES] = "";
+        uint64_t before = st.n_events;
+        int r = client_stream(ep, &opts, &req, &resp, observe_body, &sp, err, sizeof(err));
+        sse_free(&sp);
+        if (r == 0 && resp.status / 100 != 2) {
+            char line[CLIENT_ERRMSG_BYTES];
+            int status = resp.status;
+            client_error_line(&resp, line, sizeof(line));
+            client_response_free(&resp);
+            if (status / 100 == 4) { /* a bad name or path: retrying cannot help */
+                fprintf(stderr, "%s: %s\n", lc->prog, line);
+                rv = CLIENT_EXIT_FAIL;
                 break;
             }
-            if (!failing)
-                fprintf(stderr, "%s: cannot read the leader (%s); still trying\n", lc->prog,
-                        cc_last_error());
-            failing = true;
-        }
-        client_response_free(&resp);
-        unsigned char buf[16];
-        if (wake_wait((int)a->interval_ms, buf, sizeof(buf)) > 0)
+            snprintf(err, sizeof(err), "%s", line);
+        } else if (r == 0) {
+            snprintf(err, sizeof(err), "the server ended the stream");
+        } else if (r > 0) {
+            rv = CLIENT_EXIT_FAIL; /* printed by on_observe_event */
             break;
+        }
+        if (st.n_events == 0 && attempt + 1 >= n_eps && r < 0 && client_error_is_unreachable(r)) {
+            fprintf(stderr, "%s: cannot reach Conclave at %s: %s\n", lc->prog, lc->endpoints,
+                    err);
+            rv = CLIENT_EXIT_UNREACHABLE;
+            break;
+        }
+        if (st.n_events > before)
+            failing = false;
+        if (!failing) /* once per outage, not once per retry */
+            fprintf(stderr, "%s: observe stream on %s lost (%s); reconnecting\n", lc->prog, ep,
+                    err);
+        failing = true;
+        unsigned char buf[16];
+        wake_wait((int)a->interval_ms, buf, sizeof(buf));
     }
-    json_decref(last);
-    handle_signals(false, false);
+    json_decref(st.last);
     wake_close();
     return rv;
 }

@@ -2,9 +2,8 @@
  *
  *   conclave watch KEY [--prefix] [--from-revision N] [--lease ID] [--count N]
  *
- * The body is a Server-Sent Events stream (docs/API.md "Watch"). This file parses it
- * (lines end in LF, CR or CRLF; "field: value"; a blank line dispatches; ':' starts a
- * comment) and prints, for people, one line per change:
+ * The body is a Server-Sent Events stream (docs/API.md "Watch"), parsed by cli/sse.c;
+ * this file prints, for people, one line per change:
  *
  *   7 PUT key = value            a put at revision 7
  *   7 DELETE key                 a delete at revision 7 (a txn's changes share it)
@@ -17,7 +16,7 @@
  * --count N exits 0 after N put/delete/snapshot events. A silent server is given up on
  * after --timeout-ms (default 15 s; the server sends a bookmark every 5 s).
  *
- * Invariants: one event is held at a time, bounded by WATCH_CMD_EVENT_BYTES_MAX;
+ * Invariants: one event is held at a time, bounded by SSE_EVENT_BYTES_MAX;
  * stdout is flushed after every event, so a pipe sees each at once.
  *
  * Sections: limits | usage | SSE parsing | rendering | run.
@@ -33,13 +32,10 @@
 
 #include "base/assert.h"
 #include "cli/client.h"
+#include "cli/sse.h"
 #include "sm/kv.h"
 
 /* ---- limits ------------------------------------------------------------------------ */
-
-/* One SSE event (a snapshot event can be large: the server caps it at 64 MiB). */
-#define WATCH_CMD_EVENT_BYTES_MAX CLIENT_RESPONSE_BYTES_MAX
-#define WATCH_CMD_FIELD_BYTES     32u /* event names and ids; longer are truncated */
 
 _Static_assert(sizeof("/v1/watch/") + 3 * (size_t)KV_KEY_BYTES_MAX + 128 <= CLIENT_TARGET_BYTES_MAX,
                "an escaped longest key and every query flag fit in one target");
@@ -84,106 +80,23 @@ struct wc {
     uint64_t count_max; /* 0: no limit */
     uint64_t n_changes; /* put/delete/snapshot events seen */
     int64_t last_id;    /* the last id: field seen, -1 before any */
-    /* the line being read */
-    char *line;
-    size_t line_len, line_cap;
-    bool after_cr; /* the previous byte was a CR ending a line: skip an LF */
-    /* the event being assembled */
-    char *data;
-    size_t data_len, data_cap;
-    bool has_data;
-    char event[WATCH_CMD_FIELD_BYTES];
-    char id[WATCH_CMD_FIELD_BYTES];
-    bool has_id;
+    struct sse_parser sse;
 };
 
-/* Appends to a bounded growing buffer; false past WATCH_CMD_EVENT_BYTES_MAX or on OOM. */
-static bool wc_append(char **p, size_t *len, size_t *cap, const void *bytes, size_t n)
-{
-    if (n > WATCH_CMD_EVENT_BYTES_MAX - *len)
-        return false;
-    if (!*p || *len + n + 1 > *cap) {
-        size_t c = *cap ? *cap : 256;
-        while (c < *len + n + 1)
-            c *= 2;
-        char *q = realloc(*p, c);
-        if (!q)
-            return false;
-        *p = q;
-        *cap = c;
-    }
-    memcpy(*p + *len, bytes, n);
-    *len += n;
-    (*p)[*len] = '\0';
-    return true;
-}
+static int wc_event(void *arg, const char *event, const char *id, const char *data,
+                    size_t data_len);
 
-static void wc_field_copy(char *dst, const char *v, size_t n)
-{
-    size_t k = n < WATCH_CMD_FIELD_BYTES - 1 ? n : WATCH_CMD_FIELD_BYTES - 1;
-    memcpy(dst, v, k);
-    dst[k] = '\0';
-}
-
-static int wc_dispatch(struct wc *w);
-
-/* One complete line (without its end). Returns 0 or a stop value. */
-static int wc_line(struct wc *w, const char *s, size_t n)
-{
-    if (n == 0)
-        return wc_dispatch(w);
-    if (s[0] == ':')
-        return 0; /* comment */
-    const char *colon = memchr(s, ':', n);
-    size_t name_len = colon ? (size_t)(colon - s) : n;
-    const char *v = colon ? colon + 1 : s + n;
-    size_t v_len = colon ? n - name_len - 1 : 0;
-    if (v_len > 0 && v[0] == ' ') {
-        v++;
-        v_len--;
-    }
-    if (name_len == 5 && memcmp(s, "event", 5) == 0) {
-        wc_field_copy(w->event, v, v_len);
-    } else if (name_len == 4 && memcmp(s, "data", 4) == 0) {
-        if ((w->has_data && !wc_append(&w->data, &w->data_len, &w->data_cap, "\n", 1)) ||
-            !wc_append(&w->data, &w->data_len, &w->data_cap, v, v_len)) {
-            fprintf(stderr, "conclave watch: an event is over %u bytes or memory ran out\n",
-                    (unsigned)WATCH_CMD_EVENT_BYTES_MAX);
-            return WC_STOP_BROKEN;
-        }
-        w->has_data = true;
-    } else if (name_len == 2 && memcmp(s, "id", 2) == 0) {
-        wc_field_copy(w->id, v, v_len);
-        w->has_id = true;
-    }
-    return 0; /* retry and unknown fields are ignored, as SSE says */
-}
-
+/* client_stream's body callback: the SSE parser calls wc_event per event. */
 static int wc_body(void *arg, const uint8_t *bytes, size_t n)
 {
     struct wc *w = arg;
-    for (size_t i = 0; i < n; i++) {
-        char c = (char)bytes[i];
-        if (w->after_cr) {
-            w->after_cr = false;
-            if (c == '\n')
-                continue;
-        }
-        if (c == '\r' || c == '\n') {
-            w->after_cr = c == '\r';
-            int rv = wc_line(w, w->line ? w->line : "", w->line_len);
-            w->line_len = 0;
-            if (rv != 0)
-                return rv;
-            continue;
-        }
-        if (!wc_append(&w->line, &w->line_len, &w->line_cap, &c, 1)) {
-            fprintf(stderr, "conclave watch: a line is over %u bytes or memory ran out\n",
-                    (unsigned)WATCH_CMD_EVENT_BYTES_MAX);
-            return WC_STOP_BROKEN;
-        }
+    int rv = sse_feed(&w->sse, bytes, n);
+    if (rv == SSE_STOP_TOOBIG) {
+        fprintf(stderr, "conclave watch: an event is over %u bytes or memory ran out\n",
+                (unsigned)SSE_EVENT_BYTES_MAX);
+        return WC_STOP_BROKEN;
     }
-    return 0;
+    return rv;
 }
 
 /* ---- rendering --------------------------------------------------------------------- */
@@ -301,56 +214,53 @@ static int wc_render(struct wc *w, const char *event, json_t *data)
     return 0;
 }
 
-static int wc_dispatch(struct wc *w)
+static int wc_event(void *arg, const char *event, const char *id, const char *data,
+                    size_t data_len)
 {
-    int rv = 0;
-    if (w->has_id) {
-        int64_t id = strtoll(w->id, NULL, 10);
-        if (id >= 0)
-            w->last_id = id;
+    struct wc *w = arg;
+    if (id) {
+        int64_t n = strtoll(id, NULL, 10);
+        if (n >= 0)
+            w->last_id = n;
     }
-    if (!w->has_data) /* SSE: an event without data is not dispatched */
-        goto done;
-    const char *event = w->event[0] ? w->event : "message";
     json_error_t jerr;
-    json_t *data = json_loadb(w->data, w->data_len, 0, &jerr);
-    if (!data) {
+    json_t *j = json_loadb(data, data_len, 0, &jerr);
+    if (!j) {
         fprintf(stderr, "conclave watch: the server sent an event that is not JSON (%s)\n",
                 jerr.text);
-        rv = WC_STOP_BROKEN;
-        goto done;
+        return WC_STOP_BROKEN;
     }
     if (strcmp(event, "error") == 0) {
-        json_t *err = json_object_get(data, "error");
+        json_t *err = json_object_get(j, "error");
         const char *msg = json_string_value(json_object_get(err, "message"));
         const char *code = json_string_value(json_object_get(err, "code"));
         fprintf(stderr,
                 "conclave watch: the server ended the watch: %s (%s); resume with "
                 "--from-revision %" PRId64 "\n",
-                msg ? msg : "?", code ? code : "?", wc_i64(data, "resume_revision"));
+                msg ? msg : "?", code ? code : "?", wc_i64(j, "resume_revision"));
         if (w->cli->json) {
-            char *s = json_dumps(data, JSON_COMPACT);
+            char *s = json_dumps(j, JSON_COMPACT);
             if (s)
                 printf("{\"event\":\"error\",\"id\":null,\"data\":%s}\n", s);
             free(s);
         }
-        json_decref(data);
-        rv = WC_STOP_ERROR;
-        goto done;
+        json_decref(j);
+        return WC_STOP_ERROR;
     }
+    int rv = 0;
     if (w->cli->json) {
         json_t *line = json_object();
         json_object_set_new(line, "event", json_string(event));
-        json_object_set_new(line, "id", w->has_id ? json_integer(w->last_id) : json_null());
-        json_object_set_new(line, "data", data); /* takes data */
+        json_object_set_new(line, "id", id ? json_integer(w->last_id) : json_null());
+        json_object_set_new(line, "data", j); /* takes j */
         char *s = json_dumps(line, JSON_COMPACT);
         json_decref(line);
         if (s)
             puts(s);
         free(s);
     } else {
-        rv = wc_render(w, event, data);
-        json_decref(data);
+        rv = wc_render(w, event, j);
+        json_decref(j);
     }
     fflush(stdout);
     if (strcmp(event, "put") == 0 || strcmp(event, "delete") == 0 ||
@@ -359,11 +269,6 @@ static int wc_dispatch(struct wc *w)
         if (rv == 0 && w->count_max > 0 && w->n_changes >= w->count_max)
             rv = WC_STOP_COUNT;
     }
-done:
-    w->has_data = false;
-    w->data_len = 0;
-    w->event[0] = '\0';
-    w->has_id = false;
     return rv;
 }
 
@@ -454,13 +359,13 @@ int cli_watch_main(int argc, char **argv)
     CC_ASSERT(t < sizeof(target)); /* _Static_assert above */
 
     struct wc w = {.cli = &cli, .count_max = count, .last_id = has_from ? (int64_t)from - 1 : -1};
+    w.sse.event_cb = wc_event;
+    w.sse.arg = &w;
     struct client_request req = {.method = "GET", .target = target};
     struct client_opts opts = {.timeout_ms = cli.timeout_ms};
     struct client_response resp;
     int rv = client_stream(cli.endpoint, &opts, &req, &resp, wc_body, &w, err, sizeof(err));
-    /* An event cut off by the end of the stream is dropped, as SSE says. */
-    free(w.line);
-    free(w.data);
+    sse_free(&w.sse); /* an event cut off by the end of the stream is dropped */
     char resume[64] = "";
     if (w.last_id >= 0)
         snprintf(resume, sizeof(resume), "; resume with --from-revision %" PRId64, w.last_id + 1);
