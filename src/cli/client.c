@@ -914,13 +914,36 @@ int client_cli_init(struct client_cli *cli, const char *prog, int *argc, char **
     argv[out] = NULL;
     *argc = out;
 
-    char host[CLIENT_ENDPOINT_BYTES], port[8], why[CLIENT_ERRMSG_BYTES];
-    if (client_endpoint_split(endpoint, host, sizeof(host), port, sizeof(port), why, sizeof(why)) !=
-        0) {
-        snprintf(errmsg, errmsg_cap, "bad endpoint from %s: %s", endpoint_from, why);
-        return CLIENT_EXIT_USAGE;
+    /* a comma-separated list: each must be a valid HOST:PORT */
+    for (const char *p = endpoint;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (cli->n_endpoints == CLIENT_CLI_ENDPOINTS_MAX) {
+            snprintf(errmsg, errmsg_cap, "%s lists more than %u endpoints", endpoint_from,
+                     CLIENT_CLI_ENDPOINTS_MAX);
+            return CLIENT_EXIT_USAGE;
+        }
+        if (len == 0 || len >= CLIENT_ENDPOINT_BYTES) {
+            snprintf(errmsg, errmsg_cap, "bad endpoint from %s: %s", endpoint_from,
+                     len ? "longer than a HOST:PORT can be" : "an empty entry in the list");
+            return CLIENT_EXIT_USAGE;
+        }
+        char *ep = cli->endpoints[cli->n_endpoints];
+        memcpy(ep, p, len);
+        ep[len] = '\0';
+        char host[CLIENT_ENDPOINT_BYTES], port[8], why[CLIENT_ERRMSG_BYTES];
+        if (client_endpoint_split(ep, host, sizeof(host), port, sizeof(port), why,
+                                  sizeof(why)) != 0) {
+            snprintf(errmsg, errmsg_cap, "bad endpoint '%s' from %s: %s", ep, endpoint_from,
+                     why);
+            return CLIENT_EXIT_USAGE;
+        }
+        cli->n_endpoints++;
+        if (!comma)
+            break;
+        p = comma + 1;
     }
-    snprintf(cli->endpoint, sizeof(cli->endpoint), "%s", endpoint);
+    snprintf(cli->endpoint, sizeof(cli->endpoint), "%s", cli->endpoints[0]);
     return 0;
 }
 
@@ -963,15 +986,27 @@ int client_cli_call(const struct client_cli *cli, const char *what,
     CC_ASSERT(cli != NULL && what != NULL);
     char msg[CLIENT_ERRMSG_BYTES];
     struct client_opts opts = {.timeout_ms = cli->timeout_ms};
-    int rv = client_do(cli->endpoint, &opts, req, resp, msg, sizeof(msg));
+    uint32_t n = cli->n_endpoints ? cli->n_endpoints : 1;
+    const char *ep = cli->endpoint;
+    int rv = 0;
+    for (uint32_t i = 0; i < n; i++) { /* on to the next only while nothing was sent */
+        ep = cli->n_endpoints ? cli->endpoints[i] : cli->endpoint;
+        rv = client_do(ep, &opts, req, resp, msg, sizeof(msg));
+        if (rv == 0 || !client_error_is_unreachable(rv))
+            break;
+        if (i + 1 < n)
+            fprintf(stderr, "%s: cannot reach %s (%s); trying %s\n", what, ep, msg,
+                    cli->endpoints[i + 1]);
+    }
     if (rv != 0 && client_error_is_unreachable(rv)) {
-        fprintf(stderr, "%s: cannot reach Conclave at %s: %s%s\n", what, cli->endpoint, msg,
+        fprintf(stderr, "%s: cannot reach Conclave at %s: %s%s\n", what,
+                n > 1 ? "any endpoint" : ep, msg,
                 rv == CLIENT_EREFUSED ? " \u2014 is `conclave serve` running?" : "");
         return CLIENT_EXIT_UNREACHABLE;
     }
     if (rv != 0) {
         bool is_read = strcmp(req->method, "GET") == 0;
-        fprintf(stderr, "%s: %s: %s%s\n", what, cli->endpoint, msg,
+        fprintf(stderr, "%s: %s: %s%s\n", what, ep, msg,
                 rv == CLIENT_ETIMEDOUT && !is_read ? "; the change may or may not have been applied"
                                                    : "");
         return CLIENT_EXIT_FAIL;

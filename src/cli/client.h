@@ -145,16 +145,22 @@ int client_stream(const char *endpoint, const struct client_opts *opts,
 
 #define CLIENT_GLOBAL_FLAGS_USAGE                                                         \
     "global flags (anywhere after the command; `--` ends flags):\n"                       \
-    "  --endpoint HOST:PORT  a node's HTTP address (default: $" CLIENT_ENDPOINT_ENV ",\n" \
-    "                        else " CLIENT_DEFAULT_ENDPOINT ")\n"                         \
+    "  --endpoint HOST:PORT[,HOST:PORT...]  nodes' HTTP addresses, tried in order until\n" \
+    "                        one answers (default: $" CLIENT_ENDPOINT_ENV ", else\n"      \
+    "                        " CLIENT_DEFAULT_ENDPOINT ")\n"                              \
     "  -o json|text          json: print the server's JSON reply verbatim\n"              \
     "                        (default: text, for people)\n"                               \
     "  --timeout-ms N        give up after N ms (default 15000)\n"
 
+/* Nodes one --endpoint list may name ("H1:P1,H2:P2"). */
+#define CLIENT_CLI_ENDPOINTS_MAX 16u
+
 /* The global flags of one run. */
 struct client_cli {
     const char *prog;                     /* "conclave kv", for messages */
-    char endpoint[CLIENT_ENDPOINT_BYTES]; /* from --endpoint, the env or the default */
+    char endpoint[CLIENT_ENDPOINT_BYTES]; /* the first of endpoints: where requests go first */
+    char endpoints[CLIENT_CLI_ENDPOINTS_MAX][CLIENT_ENDPOINT_BYTES]; /* the whole list */
+    uint32_t n_endpoints;                 /* >= 1 */
     bool json;                            /* -o json */
     uint32_t timeout_ms;                  /* --timeout-ms */
 };
@@ -165,7 +171,10 @@ struct client_cli {
 int client_cli_init(struct client_cli *cli, const char *prog, int *argc, char **argv, char *errmsg,
                     size_t errmsg_cap);
 
-/* Runs one request against cli->endpoint and returns an exit code. CLIENT_EXIT_OK: a
+/* Runs one request against cli->endpoint and returns an exit code. When a node of the
+ * --endpoint list cannot be reached (nothing was sent: connect refused or timed out), the
+ * request goes to the next one; a request that reached a node is never re-sent (a
+ * write might apply twice). CLIENT_EXIT_OK: a
  * 2xx response is in *resp (the caller frees it). Otherwise the failure has been
  * printed to stderr, prefixed with what (e.g. "conclave kv get"), and *resp is empty:
  * the server's error message for a non-2xx (CLIENT_EXIT_FAIL), "cannot reach
