@@ -24,6 +24,7 @@
 #include "api/api_internal.h"
 #include "api/forward.h"
 #include "api/id_api.h"
+#include "api/json_bytes.h"
 #include "api/watch.h"
 #include "sm/kvcmd.h"
 
@@ -91,65 +92,12 @@ struct op *api_op_new(struct api *a, struct http_req *req, enum op_kind kind)
 
 /* ==== JSON helpers =========================================================== */
 
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static json_t *json_base64(const uint8_t *p, size_t n)
-{
-    size_t out_len = 4 * ((n + 2) / 3);
-    char *out = malloc(out_len + 1);
-    if (!out)
-        return NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n)
-            v |= p[i + 2];
-        out[k++] = b64_alphabet[(v >> 18) & 63];
-        out[k++] = b64_alphabet[(v >> 12) & 63];
-        out[k++] = i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=';
-        out[k++] = i + 2 < n ? b64_alphabet[v & 63] : '=';
-    }
-    json_t *s = json_stringn(out, k);
-    free(out);
-    return s;
-}
-
-/* Sets name (UTF-8 text) or name_base64 (other bytes). */
-static void json_set_bytes(json_t *obj, const char *name, const uint8_t *p, size_t n)
-{
-    json_t *s = json_stringn((const char *)p, n);
-    if (s && memchr(p, 0, n) == NULL) {
-        json_object_set_new(obj, name, s);
-        return;
-    }
-    json_decref(s);
-    char b64name[64];
-    snprintf(b64name, sizeof(b64name), "%s_base64", name);
-    json_object_set_new(obj, b64name, json_base64(p, n));
-}
-
-static json_t *json_kv(const struct kv_kv *kv, bool with_value)
-{
-    json_t *o = json_object();
-    json_set_bytes(o, "key", kv->key, kv->key_len);
-    if (with_value)
-        json_set_bytes(o, "value", kv->value ? kv->value : (const uint8_t *)"", kv->value_len);
-    json_object_set_new(o, "create_revision", json_integer(kv->create_revision));
-    json_object_set_new(o, "mod_revision", json_integer(kv->mod_revision));
-    json_object_set_new(o, "version", json_integer(kv->version));
-    json_object_set_new(o, "lease", json_integer(kv->lease));
-    return o;
-}
-
 static json_t *json_range(const struct kv_range_resp *r, bool with_values)
 {
     json_t *o = json_object();
     json_t *kvs = json_array();
     for (uint32_t i = 0; i < r->n_kvs; i++)
-        json_array_append_new(kvs, json_kv(&r->kvs[i], with_values));
+        json_array_append_new(kvs, json_bytes_kv(&r->kvs[i], with_values));
     json_object_set_new(o, "kvs", kvs);
     json_object_set_new(o, "count", json_integer(r->count));
     json_object_set_new(o, "more", json_boolean(r->more));
@@ -220,7 +168,8 @@ static void on_applied(void *arg, int status, const struct sm_result *sres)
         if (o->kind == OP_DELETE && res->n_responses > 0)
             json_object_set_new(j, "deleted", json_integer(res->responses[0].del.n_deleted));
         if (o->kind == OP_PUT && res->n_responses > 0 && res->responses[0].put.has_prev)
-            json_object_set_new(j, "prev_kv", json_kv(&res->responses[0].put.prev_kv, true));
+            json_object_set_new(j, "prev_kv",
+                                json_bytes_kv(&res->responses[0].put.prev_kv, true));
         if (o->kind == OP_TXN) {
             json_object_set_new(j, "succeeded", json_boolean(res->succeeded));
             json_t *arr = json_array();
@@ -340,7 +289,7 @@ static void on_read_ready(void *arg, int status)
         http_respond(o->req, 200, "application/octet-stream", resp.kvs[0].value,
                      resp.kvs[0].value_len);
     } else if (!o->prefix) {
-        json_t *j = json_kv(&resp.kvs[0], true);
+        json_t *j = json_bytes_kv(&resp.kvs[0], true);
         json_object_set_new(j, "revision", json_integer(kv_revision(node_kv(o->api->node))));
         http_respond_json(o->req, 200, j);
     } else {

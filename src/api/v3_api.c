@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "api/api_internal.h"
+#include "api/json_bytes.h"
 #include "sm/kvcmd.h"
 
 /* ==== codec ================================================================= */
@@ -47,17 +48,6 @@ static bool b64_decode(const char *s, size_t len, uint8_t **out, uint32_t *out_l
     return true;
 }
 
-static json_t *b64(const uint8_t *p, size_t n)
-{
-    char *out = malloc(4 * ((n + 2) / 3) + 1);
-    if (!out)
-        return json_null();
-    int k = EVP_EncodeBlock((unsigned char *)out, p, (int)n);
-    json_t *s = json_stringn(out, (size_t)k);
-    free(out);
-    return s;
-}
-
 static void set_i64(json_t *o, const char *name, int64_t v)
 {
     if (v == 0)
@@ -70,12 +60,12 @@ static void set_i64(json_t *o, const char *name, int64_t v)
 static json_t *v3_kv(const struct kv_kv *kv, bool with_value)
 {
     json_t *o = json_object();
-    json_object_set_new(o, "key", b64(kv->key, kv->key_len));
+    json_object_set_new(o, "key", json_bytes_base64(kv->key, kv->key_len));
     set_i64(o, "create_revision", kv->create_revision);
     set_i64(o, "mod_revision", kv->mod_revision);
     set_i64(o, "version", kv->version);
     if (with_value && kv->value_len)
-        json_object_set_new(o, "value", b64(kv->value, kv->value_len));
+        json_object_set_new(o, "value", json_bytes_base64(kv->value, kv->value_len));
     set_i64(o, "lease", kv->lease);
     return o;
 }

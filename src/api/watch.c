@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/json_bytes.h"
 #include "base/assert.h"
 #include "base/grow.h"
 #include "base/hash.h"
@@ -390,65 +391,6 @@ static bool buf_printf(struct watch_buf **b, const char *fmt, ...)
     return watch_buf_append(b, tmp, (size_t)n);
 }
 
-/* The base64 alphabet, then the pad at index 64. */
-static const char watch__b64[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=";
-
-static json_t *json_base64(const uint8_t *p, size_t n)
-{
-    size_t out_len = 4 * ((n + 2) / 3);
-    char *out = malloc(out_len + 1);
-    if (!out)
-        return NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n)
-            v |= p[i + 2];
-        out[k++] = watch__b64[(v >> 18) & 63];
-        out[k++] = watch__b64[(v >> 12) & 63];
-        out[k++] = watch__b64[i + 1 < n ? (v >> 6) & 63 : 64];
-        out[k++] = watch__b64[i + 2 < n ? v & 63 : 64];
-    }
-    json_t *s = json_stringn(out, k);
-    free(out);
-    return s;
-}
-
-/* name (UTF-8 text without NUL) or name_base64 (other bytes), as api.c's JSON does. */
-static void json_set_bytes(json_t *obj, const char *name, const uint8_t *p, size_t n)
-{
-    static const uint8_t empty = 0;
-    if (!p)
-        p = &empty;
-    json_t *s = json_stringn((const char *)p, n);
-    if (s && memchr(p, 0, n) == NULL) {
-        json_object_set_new(obj, name, s);
-        return;
-    }
-    json_decref(s);
-    char b64name[32];
-    snprintf(b64name, sizeof(b64name), "%s_base64", name);
-    json_object_set_new(obj, b64name, json_base64(p, n));
-}
-
-/* The same fields as GET /v1/kv/{key} shows. */
-static json_t *json_kv(const struct kv_kv *kv)
-{
-    json_t *o = json_object();
-    if (!o)
-        return NULL;
-    json_set_bytes(o, "key", kv->key, kv->key_len);
-    json_set_bytes(o, "value", kv->value, kv->value_len);
-    json_object_set_new(o, "create_revision", json_integer(kv->create_revision));
-    json_object_set_new(o, "mod_revision", json_integer(kv->mod_revision));
-    json_object_set_new(o, "version", json_integer(kv->version));
-    json_object_set_new(o, "lease", json_integer(kv->lease));
-    return o;
-}
-
 /* Appends the compact JSON of j and takes j. */
 static bool buf_json(struct watch_buf **b, json_t *j)
 {
@@ -478,11 +420,11 @@ bool watch_sse_rev_add(struct watch_buf **b, const struct kv_event *ev, bool fir
         return false;
     if (ev->type == KV_EVENT_DELETE) {
         json_object_set_new(o, "type", json_string("delete"));
-        json_set_bytes(o, "key", ev->kv.key, ev->kv.key_len);
+        json_bytes_set(o, "key", ev->kv.key, ev->kv.key_len);
         json_object_set_new(o, "mod_revision", json_integer(ev->kv.mod_revision));
     } else {
         json_object_set_new(o, "type", json_string("put"));
-        json_object_set_new(o, "kv", json_kv(&ev->kv));
+        json_object_set_new(o, "kv", json_bytes_kv(&ev->kv, true));
     }
     return buf_json(b, o);
 }
@@ -494,7 +436,7 @@ bool watch_sse_rev_end(struct watch_buf **b)
 
 bool watch_sse_kv(struct watch_buf **b, const struct kv_kv *kv)
 {
-    return buf_json(b, json_kv(kv));
+    return buf_json(b, json_bytes_kv(kv, true));
 }
 
 bool watch_sse_json(struct watch_buf **b, int64_t id, const char *event, json_t *data)
