@@ -71,6 +71,7 @@
 #include "api/resp_proto.h"
 #include "base/assert.h"
 #include "base/grow.h"
+#include "base/env.h"
 #include "base/hash.h"
 #include "sm/kvcmd.h"
 
@@ -627,8 +628,8 @@ const char *resp_server_strerror(int rv)
 #define ERR_NAN         "increment would produce NaN or Infinity"
 #define ERR_TOO_BIG     "string exceeds maximum allowed size (proto-max-bulk-len)"
 #define ERR_NO_SUCH_KEY "no such key"
-/* The one error every expiry-setting command returns until leases back it. */
-#define ERR_EXPIRY "expiry is not available yet (needs replicated leases)"
+/* A TTL past what a lease may have (sm/lease.h LEASE_TTL_MS_MAX); Redis has no limit. */
+#define ERR_TTL_LONG "invalid expire time in '%s' command (Conclave keys expire within %lld days)"
 
 static void reply_errorf(struct resp_out *o, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -723,6 +724,14 @@ static void reply_kv_error(struct resp_out *o, int err)
     case KV_ENOMEM:
         resp_out_error(o, "out of memory");
         return;
+    case SM_EGRANTS:
+        reply_errorf(o, "too many keys given a TTL by one transaction (the limit is %u)",
+                     (unsigned)SM_KVTTL_GRANTS_MAX);
+        return;
+    case LEASE_EFULL:
+        reply_errorf(o, "too many keys with a TTL (the limit is %u leases)",
+                     (unsigned)LEASE_COUNT_MAX);
+        return;
     default:
         reply_errorf(o, "%s", sm_strerror(err));
         return;
@@ -764,7 +773,7 @@ struct xval {
     bool exists;
     const uint8_t *ptr;
     uint32_t len;
-    int64_t lease;
+    int64_t lease; /* 0: no TTL; < 0: -ttl_ms of a lease this txn grants ("expiry") */
     int64_t mod; /* store mode only */
 };
 
@@ -1219,11 +1228,19 @@ static bool x_whole_keyspace_ok(struct xrun *x)
     return true;
 }
 
-/* ---- expiry (the plug-in point for replicated leases) ------------------------------------
- * Setting an expiry needs a lease granted through Raft and decided by the leader; until
- * the node exposes that to RESP these commands parse their arguments the way Redis does
- * and then answer ERR_EXPIRY. Reading an expiry needs no clock for keys without one: TTL
- * is -1, and -2 for a missing key. */
+/* ---- expiry --------------------------------------------------------------------------------
+ * A key with a TTL carries a key-private lease (sm/machine.h, the KVTTL command): the
+ * leader's lease timer decides expiry and commits it through the log; no clock here or
+ * on a follower deletes anything. A lease id is allocated when its entry applies, so
+ * inside the engine a TTL still to be granted is a negative lease, -ttl_ms ("grant a
+ * lease of ttl_ms with this write"). Writes that keep a key's TTL (APPEND, INCR*,
+ * SETRANGE, RENAME, SET KEEPTTL) pass the lease on, pending or not, and xtxn_build turns
+ * pending ones into the txn's grants; writes that drop it (SET, MSET, GETSET, PERSIST)
+ * pass 0, and the machine revokes the orphaned lease in the same apply. TTL and PTTL
+ * ask the leader's timer what is left (node_lease_remaining); a follower keeps no
+ * deadlines and answers the lease's full TTL, an upper bound. TTLs below
+ * LEASE_TTL_MS_MIN are rounded up (a key lives at least its TTL); longer than
+ * LEASE_TTL_MS_MAX are refused with ERR_TTL_LONG. */
 
 enum { SC_NONE, SC_NX, SC_XX, SC_IFEQ, SC_IFNE };
 enum { SE_NONE, SE_EX, SE_PX, SE_EXAT, SE_PXAT, SE_KEEPTTL, SE_PERSIST };
@@ -1310,14 +1327,70 @@ static bool set_parse(struct resp_out *o, const char *cmd, uint32_t argc,
     return true;
 }
 
-/* TTL-style answers for a key carrying lease `lease` (nonzero). */
-static void x_ttl_leased(struct xrun *x, int64_t lease)
+static int64_t unix_now_ms(void)
 {
-    (void)lease; /* leases: the leader's deadline for it, in the command's unit */
-    resp_out_error(x->o, ERR_EXPIRY);
+    struct env *e = env_posix();
+    return (int64_t)e->wall_ms(e);
 }
 
-/* TTL, PTTL, EXPIRETIME. */
+/* A TTL from an absolute Unix time in ms: <= 0 when it already passed. */
+static int64_t ttl_until(int64_t at_ms)
+{
+    const int64_t now = unix_now_ms();
+    return at_ms <= now ? 0 : at_ms - now;
+}
+
+/* The TTL in ms an EX/PX/EXAT/PXAT option asks for (<= 0: already past). set_parse
+ * checked that seconds fit milliseconds. */
+static int64_t exp_ttl_ms(uint8_t exp, int64_t val)
+{
+    switch (exp) {
+    case SE_EX:
+        return val * 1000;
+    case SE_PX:
+        return val;
+    case SE_EXAT:
+        return ttl_until(val * 1000);
+    case SE_PXAT:
+        return ttl_until(val);
+    default:
+        CC_UNREACHABLE();
+    }
+}
+
+/* True when ttl_ms (> 0) can be a lease's TTL, with a short one rounded up into
+ * *lease_ttl; else writes ERR_TTL_LONG. */
+static bool ttl_ok(struct resp_out *o, const char *cmd, int64_t ttl_ms, int64_t *lease_ttl)
+{
+    CC_ASSERT(ttl_ms > 0);
+    if (ttl_ms > LEASE_TTL_MS_MAX) {
+        reply_errorf(o, ERR_TTL_LONG, cmd, (long long)(LEASE_TTL_MS_MAX / (24LL * 3600 * 1000)));
+        return false;
+    }
+    *lease_ttl = ttl_ms < LEASE_TTL_MS_MIN ? LEASE_TTL_MS_MIN : ttl_ms;
+    return true;
+}
+
+/* Milliseconds a key's lease (nonzero) has left: a pending one its full TTL, a live one
+ * what the leader's timer says, and on a follower the lease's TTL (an upper bound). */
+static int64_t lease_left_ms(const struct resp_server *s, int64_t lease)
+{
+    CC_ASSERT(lease != 0);
+    if (lease < 0) {
+        return -lease;
+    }
+    uint64_t rem = 0;
+    if (node_lease_remaining(s->node, lease, &rem) == 0) {
+        return (int64_t)rem;
+    }
+    struct lease_info info;
+    if (lease_get(machine_leases(node_machine(s->node)), lease, &info) == 0) {
+        return info.ttl_ms;
+    }
+    return 0; /* dying: its EXPIRE is in the log */
+}
+
+/* TTL, PTTL, EXPIRETIME (Redis's ttlGenericCommand rounding). */
 static void x_ttl(struct xrun *x, uint32_t argc, const struct resp_arg *argv)
 {
     (void)argc;
@@ -1325,10 +1398,23 @@ static void x_ttl(struct xrun *x, uint32_t argc, const struct resp_arg *argv)
     XGET(x, argv[1].ptr, argv[1].len, &v);
     if (!v.exists) {
         resp_out_int(x->o, -2);
-    } else if (v.lease == 0) {
+        return;
+    }
+    if (v.lease == 0) {
         resp_out_int(x->o, -1);
-    } else {
-        x_ttl_leased(x, v.lease);
+        return;
+    }
+    const int64_t left = lease_left_ms(x->s, v.lease);
+    switch (x->spec->id) {
+    case RESP_CMD_PTTL:
+        resp_out_int(x->o, left);
+        break;
+    case RESP_CMD_TTL:
+        resp_out_int(x->o, (left + 500) / 1000);
+        break;
+    default: /* EXPIRETIME: the absolute Unix time, in seconds */
+        resp_out_int(x->o, (unix_now_ms() + left + 500) / 1000);
+        break;
     }
 }
 
@@ -1339,12 +1425,14 @@ static void x_persist(struct xrun *x, uint32_t argc, const struct resp_arg *argv
     XGET(x, argv[1].ptr, argv[1].len, &v);
     if (!v.exists || v.lease == 0) {
         resp_out_int(x->o, 0);
-    } else {
-        resp_out_error(x->o, ERR_EXPIRY);
+        return;
     }
+    resp_out_int(x->o, 1);
+    xv_set(x->v, argv[1].ptr, argv[1].len, true, v.ptr, v.len, 0);
 }
 
-/* EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT key n [NX|XX|GT|LT]. */
+/* EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT key n [NX|XX|GT|LT] (Redis 7's
+ * expireGenericCommand: conditions first, then a time in the past deletes the key). */
 static void x_expire(struct xrun *x, uint32_t argc, const struct resp_arg *argv)
 {
     int64_t n = 0;
@@ -1375,9 +1463,18 @@ static void x_expire(struct xrun *x, uint32_t argc, const struct resp_arg *argv)
         resp_out_error(x->o, "GT and LT options at the same time are not compatible");
         return;
     }
-    const bool seconds = x->spec->id == RESP_CMD_EXPIRE || x->spec->id == RESP_CMD_EXPIREAT;
+    const enum resp_cmd_id id = x->spec->id;
+    const bool seconds = id == RESP_CMD_EXPIRE || id == RESP_CMD_EXPIREAT;
     if (seconds && (n > INT64_MAX / 1000 || n < INT64_MIN / 1000)) {
         reply_errorf(x->o, "invalid expire time in '%s' command", x->spec->name);
+        return;
+    }
+    const int64_t ms = seconds ? n * 1000 : n;
+    const bool absolute = id == RESP_CMD_EXPIREAT || id == RESP_CMD_PEXPIREAT;
+    const int64_t ttl = absolute ? ttl_until(ms) : ms;
+    if (ttl > LEASE_TTL_MS_MAX) {
+        reply_errorf(x->o, ERR_TTL_LONG, x->spec->name,
+                     (long long)(LEASE_TTL_MS_MAX / (24LL * 3600 * 1000)));
         return;
     }
     struct xval v;
@@ -1386,7 +1483,20 @@ static void x_expire(struct xrun *x, uint32_t argc, const struct resp_arg *argv)
         resp_out_int(x->o, 0);
         return;
     }
-    resp_out_error(x->o, ERR_EXPIRY);
+    const int64_t cur = v.lease == 0 ? -1 : lease_left_ms(x->s, v.lease); /* -1: none */
+    if ((nx && v.lease != 0) || (xx && v.lease == 0) || (gt && (v.lease == 0 || ttl <= cur)) ||
+        (lt && v.lease != 0 && ttl >= cur)) {
+        resp_out_int(x->o, 0);
+        return;
+    }
+    resp_out_int(x->o, 1);
+    if (ttl <= 0) {
+        xv_set(x->v, argv[1].ptr, argv[1].len, false, NULL, 0, 0);
+        return;
+    }
+    int64_t lease_ttl = 0;
+    (void)ttl_ok(x->o, x->spec->name, ttl, &lease_ttl); /* in range: checked above */
+    xv_set(x->v, argv[1].ptr, argv[1].len, true, v.ptr, v.len, -lease_ttl);
 }
 
 /* SETEX key seconds value, PSETEX key milliseconds value. */
@@ -1397,14 +1507,18 @@ static void x_setex(struct xrun *x, uint32_t argc, const struct resp_arg *argv)
     if (!x_int_arg(x, &argv[2], &n)) {
         return;
     }
-    if (n <= 0 || (x->spec->id == RESP_CMD_SETEX && n > INT64_MAX / 1000)) {
+    const bool seconds = x->spec->id == RESP_CMD_SETEX;
+    if (n <= 0 || (seconds && n > INT64_MAX / 1000)) {
         reply_errorf(x->o, "invalid expire time in '%s' command", x->spec->name);
         return;
     }
-    if (!x_key_ok(x, &argv[1]) || !x_value_ok(x, argv[3].len)) {
+    int64_t lease_ttl = 0;
+    if (!x_key_ok(x, &argv[1]) || !x_value_ok(x, argv[3].len) ||
+        !ttl_ok(x->o, x->spec->name, seconds ? n * 1000 : n, &lease_ttl)) {
         return;
     }
-    resp_out_error(x->o, ERR_EXPIRY);
+    resp_out_ok(x->o);
+    xv_set(x->v, argv[1].ptr, argv[1].len, true, argv[3].ptr, argv[3].len, -lease_ttl);
 }
 
 /* GETEX key [EX s | PX ms | EXAT t | PXAT t | PERSIST]. */
@@ -1414,14 +1528,26 @@ static void x_getex(struct xrun *x, uint32_t argc, const struct resp_arg *argv)
     if (!set_parse(x->o, "getex", argc, argv, 2, true, &so)) {
         return;
     }
+    int64_t ttl = 0, lease_ttl = 0;
+    if (so.exp != SE_NONE && so.exp != SE_PERSIST) {
+        ttl = exp_ttl_ms(so.exp, so.exp_val);
+        if (ttl > 0 && !ttl_ok(x->o, "getex", ttl, &lease_ttl)) {
+            return;
+        }
+    }
     struct xval v;
     XGET(x, argv[1].ptr, argv[1].len, &v);
     if (!v.exists) {
         resp_out_null(x->o);
-    } else if (so.exp != SE_NONE && (so.exp != SE_PERSIST || v.lease != 0)) {
-        resp_out_error(x->o, ERR_EXPIRY);
-    } else {
-        resp_out_bulk(x->o, v.ptr, v.len);
+        return;
+    }
+    resp_out_bulk(x->o, v.ptr, v.len);
+    if (so.exp == SE_PERSIST && v.lease != 0) {
+        xv_set(x->v, argv[1].ptr, argv[1].len, true, v.ptr, v.len, 0);
+    } else if (so.exp != SE_NONE && so.exp != SE_PERSIST && ttl <= 0) {
+        xv_set(x->v, argv[1].ptr, argv[1].len, false, NULL, 0, 0); /* a time in the past */
+    } else if (so.exp != SE_NONE && so.exp != SE_PERSIST) {
+        xv_set(x->v, argv[1].ptr, argv[1].len, true, v.ptr, v.len, -lease_ttl);
     }
 }
 
@@ -1506,13 +1632,23 @@ static void x_set_common(struct xrun *x, const struct resp_arg *key, const struc
     if (!x_key_ok(x, key) || !x_value_ok(x, val->len)) {
         return;
     }
-    if (so->exp != SE_NONE) {
-        resp_out_error(x->o, ERR_EXPIRY);
-        return;
+    int64_t lease = 0; /* SET drops a TTL unless it sets one or keeps it */
+    bool past = false; /* EXAT/PXAT in the past: Redis sets and deletes at once */
+    if (so->exp != SE_NONE && so->exp != SE_KEEPTTL) {
+        const int64_t ttl = exp_ttl_ms(so->exp, so->exp_val);
+        int64_t lease_ttl = 0;
+        if (ttl > 0 && !ttl_ok(x->o, x->spec->name, ttl, &lease_ttl)) {
+            return;
+        }
+        past = ttl <= 0;
+        lease = -lease_ttl;
     }
     struct xval cur = {0};
-    if (so->cond != SC_NONE || so->get) {
+    if (so->cond != SC_NONE || so->get || so->exp == SE_KEEPTTL) {
         XGET(x, key->ptr, key->len, &cur);
+    }
+    if (so->exp == SE_KEEPTTL && cur.exists) {
+        lease = cur.lease;
     }
     bool eq = false;
     if (so->cmp != NULL) {
@@ -1549,7 +1685,7 @@ static void x_set_common(struct xrun *x, const struct resp_arg *key, const struc
         resp_out_null(x->o);
     }
     if (do_set) {
-        xv_set(x->v, key->ptr, key->len, true, val->ptr, val->len, 0);
+        xv_set(x->v, key->ptr, key->len, !past, val->ptr, val->len, lease);
     }
 }
 
@@ -2472,6 +2608,8 @@ struct dbuild {
     struct kv_op fail[KV_TXN_OPS_MAX];
     uint32_t n_cmps, n_succ, n_fail;
     bool txn;
+    int64_t ttl_ms;  /* > 0: SET EX/PX, SETEX: the set put gets a private lease (KVTTL) */
+    uint16_t ttl_op; /* that put's index (success ops, then failure ops) */
 };
 
 static void db_put(struct kv_op *op, const struct resp_arg *k, const struct resp_arg *v, bool prev)
@@ -2546,6 +2684,8 @@ static bool direct_build(struct rop *op, struct resp_out *o, struct dbuild *b)
     const struct resp_arg *argv = op->a.argv;
     b->n_cmps = b->n_succ = b->n_fail = 0;
     b->txn = false;
+    b->ttl_ms = 0;
+    b->ttl_op = 0;
     op->dw = DW_OK;
     int krv = 0;
     switch (op->spec->id) {
@@ -2567,9 +2707,11 @@ static bool direct_build(struct rop *op, struct resp_out *o, struct dbuild *b)
             krv = KV_EVALUETOOBIG;
             break;
         }
-        if (so.exp != SE_NONE) {
-            resp_out_error(o, ERR_EXPIRY);
-            return false;
+        if (so.exp != SE_NONE) { /* op_class sends only EX and PX here */
+            CC_ASSERT(so.exp == SE_EX || so.exp == SE_PX);
+            if (!ttl_ok(o, "set", exp_ttl_ms(so.exp, so.exp_val), &b->ttl_ms)) {
+                return false;
+            }
         }
         if (so.cond == SC_NONE) {
             db_put(&b->succ[b->n_succ++], &argv[1], &argv[2], so.get);
@@ -2606,6 +2748,33 @@ static bool direct_build(struct rop *op, struct resp_out *o, struct dbuild *b)
         if (so.get) {
             db_range(&other[(*n_other)++], &argv[1]);
         }
+        b->ttl_op = (uint16_t)(op->dw_invert ? b->n_succ : 0); /* first op of its branch */
+        break;
+    }
+    case RESP_CMD_SETEX:
+    case RESP_CMD_PSETEX: {
+        int64_t n = 0;
+        const bool seconds = op->spec->id == RESP_CMD_SETEX;
+        if (!resp_parse_i64(argv[2].ptr, argv[2].len, &n)) {
+            resp_out_error(o, ERR_NOT_INT);
+            return false;
+        }
+        if (n <= 0 || (seconds && n > INT64_MAX / 1000)) {
+            reply_errorf(o, "invalid expire time in '%s' command", op->spec->name);
+            return false;
+        }
+        if ((krv = key_check(&argv[1])) != 0) {
+            break;
+        }
+        if (argv[3].len > KV_VALUE_BYTES_MAX) {
+            krv = KV_EVALUETOOBIG;
+            break;
+        }
+        if (!ttl_ok(o, op->spec->name, seconds ? n * 1000 : n, &b->ttl_ms)) {
+            return false;
+        }
+        db_put(&b->succ[b->n_succ++], &argv[1], &argv[3], false);
+        op->dw = DW_OK;
         break;
     }
     case RESP_CMD_GETDEL:
@@ -2884,7 +3053,7 @@ static void direct_start(struct rop *op)
     if (eo == &s->scratch) {
         resp_out_clear(eo); /* unused: the reply is written when the entry applies */
     }
-    if (b->n_cmps == 0 && b->n_fail == 0) { /* unconditional: share a txn */
+    if (b->n_cmps == 0 && b->n_fail == 0 && b->ttl_ms == 0) { /* unconditional: share a txn */
         size_t est = 0;
         for (uint32_t i = 0; i < b->n_succ; i++) {
             const struct kv_op *x = &b->succ[i];
@@ -2911,6 +3080,12 @@ static void direct_start(struct rop *op)
         rv = kvcmd_encode_put(&b->succ[0].put, &cmd, &n);
     } else {
         rv = kvcmd_encode_delete(&b->succ[0].del, &cmd, &n);
+    }
+    if (rv == 0 && b->ttl_ms > 0) { /* condition, grant and put: one entry (KVTTL) */
+        const struct sm_kvttl_grant g = {.ttl_ms = b->ttl_ms, .op_index = b->ttl_op};
+        uint8_t *inner = cmd;
+        rv = sm_kvttl_encode(&g, 1, inner, n, &cmd, &n);
+        free(inner);
     }
     if (rv != 0) {
         struct resp_out *o = op_out(op);
@@ -3114,7 +3289,8 @@ static int xtxn_build(const struct xview *v, const struct rwatch *watch, uint32_
     if (ops == NULL) {
         return RESP_SERVER_ENOMEM;
     }
-    uint32_t nc = 0, ns = 0;
+    uint32_t nc = 0, ns = 0, ng = 0;
+    struct sm_kvttl_grant grants[SM_KVTTL_GRANTS_MAX];
     for (uint32_t i = 0; i < n_watch; i++) {
         const struct rwatch *w = &watch[i];
         cmps[nc++] = (struct kv_compare){.key = w->key,
@@ -3151,7 +3327,15 @@ static int xtxn_build(const struct xview *v, const struct rwatch *watch, uint32_
                                               .key_len = k->key_len,
                                               .value = k->cur,
                                               .value_len = k->cur_len,
-                                              .lease = k->cur_lease};
+                                              .lease = k->cur_lease > 0 ? k->cur_lease : 0};
+                if (k->cur_lease < 0 && ng == SM_KVTTL_GRANTS_MAX) {
+                    free(ops);
+                    return SM_EGRANTS;
+                }
+                if (k->cur_lease < 0) { /* a pending TTL: granted when the txn applies */
+                    grants[ng++] = (struct sm_kvttl_grant){.ttl_ms = -k->cur_lease,
+                                                           .op_index = (uint16_t)(ns - 1)};
+                }
             } else {
                 *x2 = (struct kv_op){.type = KV_OP_DELETE};
                 x2->del = (struct kv_delete_req){.key = k->key, .key_len = k->key_len};
@@ -3166,8 +3350,14 @@ static int xtxn_build(const struct xview *v, const struct rwatch *watch, uint32_
                                  .n_success = ns,
                                  .failure = ops + n_dirty,
                                  .n_failure = n_watch};
-    const int rv = kvcmd_encode_txn(&t, cmd, n);
+    int rv = kvcmd_encode_txn(&t, cmd, n);
     free(ops);
+    if (rv == 0 && ng > 0) { /* KVTTL: the grants and the txn are one entry */
+        uint8_t *inner = *cmd;
+        rv = sm_kvttl_encode(grants, ng, inner, *n, cmd, n);
+        free(inner);
+        rv = rv == SM_ENOMEM ? RESP_SERVER_ENOMEM : rv;
+    }
     return rv;
 }
 
@@ -3178,7 +3368,9 @@ static void xtxn_hold(struct resp_server *s, struct holds *h, const struct xview
     h->held = calloc(v->n > 0 ? v->n : 1, sizeof(struct chain *));
     for (uint32_t i = 0; i < v->n; i++) {
         const struct xkey *k = &v->k[i];
-        if (k->dirty && (h->held == NULL || chain_hold(s, h, k) != 0)) {
+        if (k->dirty && k->cur_lease < 0) {
+            chain_invalidate(s, k->key, k->key_len); /* its lease id is known only at apply */
+        } else if (k->dirty && (h->held == NULL || chain_hold(s, h, k) != 0)) {
             chain_invalidate(s, k->key, k->key_len); /* no memory: no chain, still correct */
         }
     }
@@ -3892,12 +4084,38 @@ static void cmd_exec(struct rop *op)
  * node callback, the timeout scan, or nothing because the connection closed (then
  * conn_close cancelled its node callback and conn_closed frees it). */
 
-static uint8_t op_class(const struct resp_cmd_spec *spec)
+/* SET with KEEPTTL, EXAT or PXAT reads the key or the clock before it writes: it runs in
+ * the engine (read-modify-write); every other SET is a direct write. */
+static bool set_needs_engine(uint32_t argc, const struct resp_arg *argv)
+{
+    for (uint32_t j = 3; j < argc; j++) {
+        if (arg_is(&argv[j], "KEEPTTL") || arg_is(&argv[j], "EXAT") || arg_is(&argv[j], "PXAT")) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static uint8_t op_class(const struct resp_cmd_spec *spec, uint32_t argc,
+                        const struct resp_arg *argv)
 {
     if (spec == NULL) {
         return CLS_FREE; /* an unknown command or a wrong arity: an error at once */
     }
     switch (spec->id) {
+    case RESP_CMD_SET:
+        return set_needs_engine(argc, argv) ? CLS_BARRIER : CLS_WRITE;
+    case RESP_CMD_GETEX:
+        return argc > 2 ? CLS_BARRIER : CLS_READ; /* with an option it writes */
+    case RESP_CMD_SETEX:
+    case RESP_CMD_PSETEX:
+        return CLS_WRITE;
+    case RESP_CMD_PERSIST:
+    case RESP_CMD_EXPIRE:
+    case RESP_CMD_PEXPIRE:
+    case RESP_CMD_EXPIREAT:
+    case RESP_CMD_PEXPIREAT:
+        return CLS_BARRIER;
     case RESP_CMD_PING:
     case RESP_CMD_ECHO:
     case RESP_CMD_SELECT:
@@ -3911,8 +4129,6 @@ static uint8_t op_class(const struct resp_cmd_spec *spec)
     case RESP_CMD_CLIENT_GETNAME:
     case RESP_CMD_CLIENT_INFO:
     case RESP_CMD_CLIENT_HELP:
-    case RESP_CMD_SETEX:
-    case RESP_CMD_PSETEX:
         return CLS_FREE;
     case RESP_CMD_GET:
     case RESP_CMD_MGET:
@@ -3923,17 +4139,10 @@ static uint8_t op_class(const struct resp_cmd_spec *spec)
     case RESP_CMD_TTL:
     case RESP_CMD_PTTL:
     case RESP_CMD_EXPIRETIME:
-    case RESP_CMD_PERSIST:
-    case RESP_CMD_GETEX:
     case RESP_CMD_DBSIZE:
     case RESP_CMD_KEYS:
     case RESP_CMD_SCAN:
-    case RESP_CMD_EXPIRE:
-    case RESP_CMD_PEXPIRE:
-    case RESP_CMD_EXPIREAT:
-    case RESP_CMD_PEXPIREAT:
         return CLS_READ;
-    case RESP_CMD_SET:
     case RESP_CMD_SETNX:
     case RESP_CMD_GETSET:
     case RESP_CMD_GETDEL:
@@ -4418,7 +4627,7 @@ static struct rop *op_new(struct rconn *c, uint32_t argc, const struct resp_arg 
             op->spec = spec;
         }
     }
-    op->cls = op_class(op->spec);
+    op->cls = op_class(op->spec, argc, argv);
     if (c->tail != NULL) {
         c->tail->next = op;
     } else {

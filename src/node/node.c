@@ -349,6 +349,13 @@ static void apply_entry(struct node *n, const struct raft_entry *e)
         else
             lease_timer_on_revoke(n->lease_timer, res.lease.id);
     }
+    for (uint32_t i = 0; i < res.n_lease_changes; i++) { /* key-private leases (machine.h) */
+        const struct sm_lease_change *lc = &res.lease_changes[i];
+        if (lc->granted)
+            lease_timer_on_grant(n->lease_timer, lc->id, lc->ttl_ms, e->index, uv_now(n->loop));
+        else
+            lease_timer_on_revoke(n->lease_timer, lc->id);
+    }
     finish_props(n, e->index, e->term, &res, false);
     for (uint32_t i = 0; i < n->n_observers; i++)
         if (n->observers[i].applied_cb)

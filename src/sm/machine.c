@@ -1,12 +1,23 @@
 /* machine.c -- the composite state machine: dispatch by tag, lease deaths across kv and
- * locks, one snapshot of all parts. Pure: no IO, no clock.
- * Sections: errors | results | lifecycle | apply | snapshot.
+ * locks, key-private leases (KVTTL, machine.h), one snapshot of all parts. Pure: no IO,
+ * no clock.
+ *
+ * Private leases need no state of their own: a lease is private when it carries a
+ * LEASE_ITEM_KEY item (only KVTTL grants attach one), so the lease snapshot already
+ * holds the mark and the digest covers it. After a kv change the previous lease of each
+ * changed key is read from kv history (revision - 1, always readable: compaction never
+ * passes the current revision), which is how an overwrite, delete or rename finds the
+ * lease it orphaned; that lookup is skipped while no lease exists at all.
+ *
+ * Sections: errors | results | lifecycle | kvttl codec | apply | snapshot.
  */
 #include "sm/machine.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/assert.h"
+#include "base/grow.h"
 #include "base/hash.h"
 #include "base/le.h"
 #include "sm/kvcmd.h"
@@ -46,6 +57,9 @@ const char *sm_strerror(int rv)
     case SM_EUNKNOWNTAG: return "command for an unknown state machine";
     case SM_ECORRUPT: return "state machine snapshot is corrupt";
     case SM_ENOMEM: return "out of memory";
+    case SM_EMALFORMED: return "kvttl command is malformed or names no fitting put";
+    case SM_EFORMAT: return "kvttl command format version not supported";
+    case SM_EGRANTS: return "kvttl command has no grant or too many grants";
     default: return "unknown state machine error";
     }
 }
@@ -57,6 +71,7 @@ void sm_result_free(struct sm_result *res)
     kv_result_free(&res->kv);
     lease_result_free(&res->lease);
     lock_result_free(&res->lock);
+    free(res->lease_changes);
     memset(res, 0, sizeof(*res));
 }
 
@@ -110,6 +125,87 @@ const struct lease_table *machine_leases(const struct machine *m) { return m->le
 const struct lock_table *machine_locks(const struct machine *m) { return m->locks; }
 const struct idseg *machine_idseg(const struct machine *m) { return m->ids; }
 
+/* ==== kvttl codec =========================================================== */
+
+static int check_grant_ttl(int64_t ttl_ms)
+{
+    if (ttl_ms < LEASE_TTL_MS_MIN)
+        return LEASE_ETTLSHORT;
+    return ttl_ms > LEASE_TTL_MS_MAX ? LEASE_ETTLLONG : 0;
+}
+
+/* The static rules shared by encoder and decoder. */
+static int check_grants(const struct sm_kvttl_grant *g, uint32_t n_grants)
+{
+    if (n_grants == 0 || n_grants > SM_KVTTL_GRANTS_MAX)
+        return SM_EGRANTS;
+    for (uint32_t i = 0; i < n_grants; i++) {
+        int rv = check_grant_ttl(g[i].ttl_ms);
+        if (rv != 0)
+            return rv;
+        if (g[i].op_index >= 2 * KV_TXN_OPS_MAX || (i > 0 && g[i].op_index <= g[i - 1].op_index))
+            return SM_EMALFORMED; /* one meaning, one encoding: ascending, distinct */
+    }
+    return 0;
+}
+
+int sm_kvttl_encode(const struct sm_kvttl_grant *grants, uint32_t n_grants, const uint8_t *kv_cmd,
+                    size_t kv_len, uint8_t **buf, size_t *n)
+{
+    int rv = check_grants(grants, n_grants);
+    if (rv != 0)
+        return rv;
+    if (kv_cmd == NULL || kv_len == 0)
+        return SM_EMALFORMED;
+    const size_t head = SM_KVTTL_HEADER_BYTES + (size_t)n_grants * SM_KVTTL_GRANT_BYTES;
+    uint8_t *out = malloc(head + kv_len);
+    if (!out)
+        return SM_ENOMEM;
+    out[0] = SM_TAG_KVTTL;
+    out[1] = SM_KVTTL_FORMAT_VERSION;
+    out[2] = (uint8_t)n_grants;
+    size_t off = SM_KVTTL_HEADER_BYTES;
+    for (uint32_t i = 0; i < n_grants; i++) {
+        le_put_u64(out + off, (uint64_t)grants[i].ttl_ms);
+        out[off + 8] = (uint8_t)grants[i].op_index;
+        out[off + 9] = (uint8_t)(grants[i].op_index >> 8);
+        off += SM_KVTTL_GRANT_BYTES;
+    }
+    memcpy(out + off, kv_cmd, kv_len);
+    *buf = out;
+    *n = head + kv_len;
+    return 0;
+}
+
+int sm_kvttl_decode(const uint8_t *buf, size_t n, struct sm_kvttl *out)
+{
+    struct le_reader r = {.p = buf, .n = n};
+    uint64_t tag = 0, version = 0, count = 0;
+    if (!le_read(&r, 1, &tag) || tag != SM_TAG_KVTTL || !le_read(&r, 1, &version))
+        return SM_EMALFORMED;
+    if (version != SM_KVTTL_FORMAT_VERSION)
+        return SM_EFORMAT;
+    if (!le_read(&r, 1, &count))
+        return SM_EMALFORMED;
+    if (count == 0 || count > SM_KVTTL_GRANTS_MAX)
+        return SM_EGRANTS;
+    out->n_grants = (uint32_t)count;
+    for (uint32_t i = 0; i < out->n_grants; i++) {
+        uint64_t ttl = 0, idx = 0;
+        if (!le_read(&r, 8, &ttl) || !le_read(&r, 2, &idx))
+            return SM_EMALFORMED;
+        out->grants[i] = (struct sm_kvttl_grant){.ttl_ms = (int64_t)ttl, .op_index = (uint16_t)idx};
+    }
+    int rv = check_grants(out->grants, out->n_grants);
+    if (rv != 0)
+        return rv;
+    if (r.off >= r.n)
+        return SM_EMALFORMED; /* no kv command */
+    out->kv_cmd = buf + r.off;
+    out->kv_len = n - r.off;
+    return 0;
+}
+
 /* ==== apply ================================================================= */
 
 static int check_put_lease(const struct machine *m, const struct kv_put_req *p)
@@ -127,13 +223,8 @@ static int check_ops_leases(const struct machine *m, const struct kv_op *ops, ui
     return 0;
 }
 
-/* etcd's rule: a put may only name a lease that exists (whichever txn branch runs). A
- * command that does not decode is left to kv_apply, which reports it. */
-static int check_kv_leases(struct machine *m, const uint8_t *cmd, size_t n)
+static int check_decoded_leases(const struct machine *m, const struct kvcmd *c)
 {
-    if (kvcmd_decode(cmd, n, m->scratch) != 0)
-        return 0;
-    const struct kvcmd *c = m->scratch;
     if (c->type == KV_CMD_PUT)
         return check_put_lease(m, &c->put);
     if (c->type == KV_CMD_TXN) {
@@ -141,6 +232,175 @@ static int check_kv_leases(struct machine *m, const uint8_t *cmd, size_t n)
         return rv ? rv : check_ops_leases(m, c->txn.failure, c->txn.n_failure);
     }
     return 0;
+}
+
+/* etcd's rule: a put may only name a lease that exists (whichever txn branch runs). A
+ * command that does not decode is left to kv_apply, which reports it. */
+static int check_kv_leases(struct machine *m, const uint8_t *cmd, size_t n)
+{
+    if (kvcmd_decode(cmd, n, m->scratch) != 0)
+        return 0;
+    return check_decoded_leases(m, m->scratch);
+}
+
+/* Allocation failure while applying aborts (see lease.h: a half-applied entry would
+ * make this replica diverge silently; a restarted one replays its log). */
+static void note_change(struct sm_result *res, uint32_t *cap, int64_t id, int64_t ttl_ms,
+                        bool granted)
+{
+    if (!cc_grow((void **)&res->lease_changes, cap, res->n_lease_changes + 1,
+                 sizeof(*res->lease_changes)))
+        abort();
+    res->lease_changes[res->n_lease_changes++] =
+        (struct sm_lease_change){.id = id, .ttl_ms = ttl_ms, .granted = granted};
+}
+
+static bool lease_is_private(const struct lease_table *t, int64_t id)
+{
+    struct lease_info info;
+    return id != 0 && lease_get(t, id, &info) == 0 && info.n_keys > 0;
+}
+
+/* The lease the version of key before revision rev carried (0: none, or missing). */
+static int64_t lease_before(const struct kv *kv, const uint8_t *key, uint32_t key_len, int64_t rev)
+{
+    if (rev < 2)
+        return 0;
+    const struct kv_range_req rq = {
+        .key = key, .key_len = key_len, .revision = rev - 1, .keys_only = true};
+    struct kv_range_resp rr;
+    if (kv_range(kv, &rq, &rr) != 0)
+        return 0; /* same answer on every replica: the store is the same */
+    const int64_t lease = rr.n_kvs > 0 ? rr.kvs[0].lease : 0;
+    kv_range_resp_free(&rr);
+    return lease;
+}
+
+/* The no-leak rule (machine.h): after a kv change, revoke each private lease a changed
+ * key carried before and no key carries now; move key items along renames. Bounded by
+ * the command's events (at most one kv_range each). */
+static void fix_private_leases(struct machine *m, uint64_t index, struct sm_result *res,
+                               uint32_t *cap)
+{
+    const struct kv_result *kr = &res->kv;
+    if (kr->err != 0 || kr->n_events == 0 || lease_count(m->leases) == 0)
+        return;
+    int64_t *prev = calloc(kr->n_events, sizeof(*prev));
+    if (!prev)
+        abort();
+    /* 1. Which private leases did changed keys leave? Decided before any item moves. */
+    for (uint32_t i = 0; i < kr->n_events; i++) {
+        const struct kv_event *e = &kr->events[i];
+        const int64_t cur = e->type == KV_EVENT_PUT ? e->kv.lease : 0;
+        const int64_t was = e->has_prev ? e->prev_kv.lease
+                                        : lease_before(m->kv, e->kv.key, e->kv.key_len, kr->revision);
+        prev[i] = (was != cur && lease_is_private(m->leases, was)) ? was : 0;
+    }
+    /* 2. A key that now carries a private lease is one of its items (RENAME moves it). */
+    for (uint32_t i = 0; i < kr->n_events; i++) {
+        const struct kv_event *e = &kr->events[i];
+        if (e->type == KV_EVENT_PUT && e->kv.lease != 0 && lease_is_private(m->leases, e->kv.lease))
+            (void)lease_attach(m->leases, e->kv.lease, LEASE_ITEM_KEY, e->kv.key, e->kv.key_len);
+    }
+    /* 3. Detach the keys that left; a private lease no key carries dies now. */
+    for (uint32_t i = 0; i < kr->n_events; i++) {
+        const int64_t id = prev[i];
+        const struct kv_event *e = &kr->events[i];
+        if (id == 0 || !lease_exists(m->leases, id))
+            continue;
+        (void)lease_detach(m->leases, id, LEASE_ITEM_KEY, e->kv.key, e->kv.key_len);
+        struct lease_info info;
+        if (kv_lease_key_count(m->kv, id) != 0 || lease_get(m->leases, id, &info) != 0 ||
+            info.n_locks != 0)
+            continue; /* still carried, or a lock holds it: it expires as usual */
+        uint8_t cmd[LEASE_CMD_BYTES_MAX];
+        size_t n = 0;
+        struct lease_result lr;
+        CC_ASSERT(lease_encode_revoke(id, cmd, sizeof(cmd), &n) == 0);
+        CC_ASSERT(lease_apply(m->leases, cmd, n, index, &lr) == 0);
+        lease_result_free(&lr);
+        note_change(res, cap, id, info.ttl_ms, false);
+    }
+    free(prev);
+}
+
+/* The put op_index names in c, when a grant may use it (a put without a lease). */
+static struct kv_put_req *kvttl_put(struct kvcmd *c, uint32_t op_index)
+{
+    struct kv_put_req *p = NULL;
+    if (c->type == KV_CMD_PUT) {
+        p = op_index == 0 ? &c->put : NULL;
+    } else if (c->type == KV_CMD_TXN) {
+        /* kvcmd_decode: success ops fill op_buf from the front, failure ops the middle */
+        CC_ASSERT(c->txn.success == c->op_buf);
+        CC_ASSERT(c->txn.failure == c->op_buf + KV_TXN_OPS_MAX);
+        struct kv_op *op = NULL;
+        if (op_index < c->txn.n_success)
+            op = &c->op_buf[op_index];
+        else if (op_index - c->txn.n_success < c->txn.n_failure)
+            op = &c->op_buf[KV_TXN_OPS_MAX + (op_index - c->txn.n_success)];
+        p = op != NULL && op->type == KV_OP_PUT ? &op->put : NULL;
+    }
+    return p != NULL && p->lease == 0 && !p->ignore_lease ? p : NULL;
+}
+
+static void apply_kvttl(struct machine *m, const uint8_t *cmd, size_t n, uint64_t index,
+                        struct sm_result *res, uint32_t *cap)
+{
+    struct sm_kvttl t;
+    res->err = sm_kvttl_decode(cmd, n, &t);
+    if (res->err == 0)
+        res->err = kvcmd_decode(t.kv_cmd, t.kv_len, m->scratch);
+    struct kvcmd *c = m->scratch;
+    struct kv_put_req *puts[SM_KVTTL_GRANTS_MAX];
+    for (uint32_t i = 0; i < t.n_grants && res->err == 0; i++) {
+        puts[i] = kvttl_put(c, t.grants[i].op_index);
+        if (puts[i] == NULL)
+            res->err = SM_EMALFORMED;
+    }
+    if (res->err == 0)
+        res->err = check_decoded_leases(m, c);
+    const int64_t base = lease_next_id(m->leases);
+    if (res->err == 0 && lease_count(m->leases) + t.n_grants > LEASE_COUNT_MAX)
+        res->err = LEASE_EFULL;
+    if (res->err == 0 && (base <= 0 || base > INT64_MAX - (int64_t)(t.n_grants - 1)))
+        res->err = LEASE_EIDSPACE;
+    if (res->err != 0) {
+        res->kv.err = res->err;
+        return;
+    }
+    /* Every check passed: the lease ids are what GRANT(0) would allocate, in order. */
+    for (uint32_t i = 0; i < t.n_grants; i++)
+        puts[i]->lease = base + (int64_t)i;
+    uint8_t *inner = NULL;
+    size_t inner_n = 0;
+    int rv = c->type == KV_CMD_PUT ? kvcmd_encode_put(&c->put, &inner, &inner_n)
+                                   : kvcmd_encode_txn(&c->txn, &inner, &inner_n);
+    if (rv == KV_ENOMEM)
+        abort();
+    CC_ASSERT(rv == 0); /* it decoded, and a lease id changes no limit */
+    kv_apply(m->kv, inner, inner_n, &res->kv);
+    free(inner);
+    res->err = res->kv.err;
+    if (res->err != 0)
+        return;
+    for (uint32_t i = 0; i < t.n_grants; i++) {
+        const bool ran = c->type == KV_CMD_PUT ||
+                         (t.grants[i].op_index < c->txn.n_success) == res->kv.succeeded;
+        if (!ran)
+            continue; /* its branch did not run: no lease */
+        uint8_t g[LEASE_CMD_BYTES_MAX];
+        size_t gn = 0;
+        struct lease_result lr;
+        CC_ASSERT(lease_encode_grant(puts[i]->lease, t.grants[i].ttl_ms, g, sizeof(g), &gn) == 0);
+        CC_ASSERT(lease_apply(m->leases, g, gn, index, &lr) == 0);
+        lease_result_free(&lr);
+        /* the private mark; cannot fail on a fresh lease with a valid key */
+        CC_ASSERT(lease_attach(m->leases, puts[i]->lease, LEASE_ITEM_KEY, puts[i]->key,
+                               puts[i]->key_len) == 0);
+        note_change(res, cap, puts[i]->lease, t.grants[i].ttl_ms, true);
+    }
+    fix_private_leases(m, index, res, cap);
 }
 
 static void apply_lease(struct machine *m, const uint8_t *cmd, size_t n, uint64_t index,
@@ -165,6 +425,7 @@ void machine_apply(struct machine *m, const uint8_t *cmd, size_t n, uint64_t ind
         return;
     }
     res->tag = cmd[0];
+    uint32_t cap = 0; /* of res->lease_changes */
     switch (cmd[0]) {
     case SM_TAG_KV:
         res->err = check_kv_leases(m, cmd, n);
@@ -174,6 +435,10 @@ void machine_apply(struct machine *m, const uint8_t *cmd, size_t n, uint64_t ind
         }
         kv_apply(m->kv, cmd, n, &res->kv);
         res->err = res->kv.err;
+        fix_private_leases(m, index, res, &cap);
+        return;
+    case SM_TAG_KVTTL:
+        apply_kvttl(m, cmd, n, index, res, &cap);
         return;
     case SM_TAG_MEMBERS:
         res->err = members_apply(&m->members, cmd, n);

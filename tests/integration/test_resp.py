@@ -4,8 +4,8 @@ processes, driven by python3-redis, redis-cli and raw sockets.
 Covered: connection commands (PING, ECHO, HELLO 2/3, SELECT, CLIENT, INFO, COMMAND),
 string commands and counters with Redis's exact replies and errors, a differential run
 of random string commands against a real redis-server (when installed), keys (DEL,
-EXISTS, TYPE, RENAME, KEYS with its bound, SCAN with MATCH/COUNT), expiry commands
-before leases, pipelines (1000 commands, ordered replies, backpressure), MULTI/EXEC with
+EXISTS, TYPE, RENAME, KEYS with its bound, SCAN with MATCH/COUNT), expiry basics (the
+rest is in test_resp_expiry.py), pipelines (1000 commands, ordered replies, backpressure), MULTI/EXEC with
 WATCH conflicts, the lock pattern (SET NX + DELEX IFEQ) and compare-and-set, one key
 space with HTTP, unknown commands, garbage bytes, a follower's READONLY error and its
 reads, a leader kill with no acknowledged write lost, and redis-cli in RESP2 and -3.
@@ -374,9 +374,9 @@ def test_incr_races_with_http_writers(single, ns):
     assert rc(m).info("stats")["conclave_rmw_retries"] > retries0  # conflicts did happen
 
 
-def test_differential_against_redis_server(single, tmp_path):
-    """The same random string commands against Conclave and a real redis-server give the
-    same replies (errors compared by message)."""
+def start_redis_server(tmp_path):
+    """A real redis-server on a free port (skips the test when it is not installed).
+    Returns (process, client); the caller terminates the process."""
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server is not installed (scripts/deps.sh)")
@@ -384,15 +384,38 @@ def test_differential_against_redis_server(single, tmp_path):
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(tmp_path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        ref = redis.Redis(host="127.0.0.1", port=port, socket_timeout=T)
-        def up():
-            try:
-                return ref.ping()
-            except redis.RedisError:
-                return False
+    ref = redis.Redis(host="127.0.0.1", port=port, socket_timeout=T)
 
+    def up():
+        try:
+            return ref.ping()
+        except redis.RedisError:
+            return False
+
+    try:
         wait_until("redis-server to answer", up, 10)
+    except BaseException:
+        proc.terminate()
+        proc.wait(timeout=10)
+        raise
+    return proc, ref
+
+
+def run_both(us, ref, args):
+    """One command on both servers: ("ok", reply) or ("err", message) from each."""
+    def run(c):
+        try:
+            return ("ok", c.execute_command(*args))
+        except redis.ResponseError as e:
+            return ("err", str(e))
+    return run(us), run(ref)
+
+
+def test_differential_against_redis_server(single, tmp_path):
+    """The same random string commands against Conclave and a real redis-server give the
+    same replies (errors compared by message)."""
+    proc, ref = start_redis_server(tmp_path)
+    try:
         us = rc(single.m(1))
         rnd = random.Random(6)
         keys = [f"diff/{i}" for i in range(6)]
@@ -415,17 +438,11 @@ def test_differential_against_redis_server(single, tmp_path):
                 ("SET", k, v, "XX", "NX"), ("GETRANGE", k, "a", 1), ("SETRANGE", k, -1, v),
             ])
 
-        def run(c, args):
-            try:
-                return ("ok", c.execute_command(*args))
-            except redis.ResponseError as e:
-                return ("err", str(e))
-
         for k in keys:
             us.delete(k)
         for i in range(1500):
             args = one()
-            a, b = run(us, args), run(ref, args)
+            a, b = run_both(us, ref, args)
             assert a == b, f"step {i}: {args!r}: conclave {a!r}, redis {b!r}"
     finally:
         proc.terminate()
@@ -492,26 +509,23 @@ def test_keys_bound(r, ns):
     assert sum(1 for _ in r.scan_iter(match=p + "*", count=1000)) == 10001
 
 
-def test_expiry_commands_without_leases(r, ns):
+def test_expiry_basics(r, ns):
+    """Smoke test of expiry (test_resp_expiry.py covers every command and failover)."""
     k = ns + "e"
     r.set(k, "v")
     assert r.ttl(k) == -1 and r.pttl(k) == -1 and r.ttl(ns + "none") == -2
     assert r.execute_command("EXPIRETIME", k) == -1
     assert r.persist(k) is False
-    assert r.expire(ns + "none", 10) is False  # a missing key needs no lease
-    for call in (lambda: r.expire(k, 10), lambda: r.pexpire(k, 100),
-                 lambda: r.set(k, "v", ex=10), lambda: r.setex(k, 10, "v"),
-                 lambda: r.psetex(k, 100, "v"), lambda: r.set(k, "v", keepttl=True),
-                 lambda: r.getex(k, ex=5), lambda: r.set(ns + "lock", "me", nx=True, px=3000)):
-        with pytest.raises(redis.ResponseError,
-                           match=r"^expiry is not available yet \(needs replicated leases\)$"):
-            call()
+    assert r.expire(ns + "none", 10) is False
+    assert r.expire(k, 100) is True and 99 <= r.ttl(k) <= 100
+    assert r.persist(k) is True and r.ttl(k) == -1
+    assert r.set(ns + "lock", "me", nx=True, px=3000) is True
+    assert 0 < r.pttl(ns + "lock") <= 3000
     with pytest.raises(redis.ResponseError, match="^invalid expire time in 'setex' command$"):
         r.setex(k, 0, "v")
     with pytest.raises(redis.ResponseError, match="^NX and XX, GT or LT options"):
         r.execute_command("EXPIRE", k, 10, "NX", "XX")
     assert r.getex(k) == b"v" and r.getex(k, persist=True) == b"v"
-    assert r.get(ns + "lock") is None  # the failed SET NX PX did not write
 
 
 # ---- pipelines ---------------------------------------------------------------------------
