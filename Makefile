@@ -219,6 +219,10 @@ need_sim = @test -x $(B)/conclave-sim || { echo "$@: $(B)/conclave-sim is not bu
 soak: all
 	$(need_sim)
 	$(B)/conclave-sim --soak-minutes $(MINUTES) --jobs 2
+	@# ids: issue #7's 10M ids from 3 nodes with kill -9 + restarts (make test runs 300k, 1 kill)
+	ID_SOAK_COUNT=$(or $(ID_SOAK_COUNT),10000000) ID_SOAK_KILLS=$(or $(ID_SOAK_KILLS),6) \
+	    CONCLAVE_BIN=$(B)/conclave /usr/bin/python3 -m pytest -q -s \
+	    tests/integration/test_id_10m.py
 
 # Jepsen-style chaos run of $(B)/conclave (tests/chaos/README.md); exits 1 on an anomaly.
 # RATE=N caps the clients at N ops/s in all (default: as fast as they go).

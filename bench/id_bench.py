@@ -19,6 +19,18 @@ over HTTP/1.1 keep-alive (a Lua script generated into BUILD_DIR/bench/id.lua):
                   segments empty (the buffer's empty_dry counter: the issue's "zero
                   requests that find both buffers empty")
 
+Over RESP (redis-benchmark against `conclave serve --resp`, -P 16 pipelining, 16 clients):
+
+  resp_seg_b1     ID.NEXT tag        (one id a command: the issue's single-ID target)
+  resp_seg_b100   ID.NEXT tag 100
+  resp_sf_b1      ID.SNOWFLAKE
+  resp_sf_b100    ID.SNOWFLAKE 100
+
+At the end it prints PASS/MISS for issue #7's targets: >= 1M ids/s per node through
+batch calls (segment and snowflake, HTTP or RESP), >= 100k single-ID requests/s over RESP
+with pipelining, p99.9 < 1 ms during the 10x burst with 0 requests that found both
+buffers empty, and the single-ID rate against Leaf's ~50k QPS.
+
 For segment runs the script also reads the tag before and after and reports the Raft
 ALLOC rate (allocs/s): the adaptive step keeps it at a few per minute per node however
 fast ids are taken. There is no Leaf on this machine, so the numbers are absolute; Leaf's
@@ -173,6 +185,49 @@ def burst_run(lua, c, n_nodes, duration, rep):
     return out
 
 
+RESP_WORKLOADS = [  # name, command, ids per command, total commands
+    ("resp_seg_b1", ["ID.NEXT", "{tag}"], 1, 400000),
+    ("resp_seg_b100", ["ID.NEXT", "{tag}", "100"], 100, 60000),
+    ("resp_sf_b1", ["ID.SNOWFLAKE"], 1, 400000),
+    ("resp_sf_b100", ["ID.SNOWFLAKE", "100"], 100, 60000),
+]
+
+
+def resp_run(c, n_nodes, name, cmd, per_req, total, rep):
+    """redis-benchmark -P 16 -c 16 on the leader's RESP port; its CSV line gives rps/p50/p99."""
+    leader = c.leader(timeout=30)
+    url = c.url(leader)
+    tag = f"bench.{name}.{rep}"
+    if "{tag}" in cmd:
+        create_tag(url, tag)
+        wait_ok("warm the buffer", lambda: http_json(f"{url}/v1/id/segments/{tag}/next", {}))
+    else:
+        wait_ok("lease a worker", lambda: http_json(f"{url}/v1/id/snowflake"))
+    argv = ["redis-benchmark", "-p", str(c.m(leader).resp_port), "-P", "16", "-c", "16", "-n",
+            str(total), "--csv"] + [a.format(tag=tag) for a in cmd]
+    t0 = time.monotonic()
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    wall = time.monotonic() - t0
+    row = None
+    for line in p.stdout.splitlines():
+        cells = [x.strip('"') for x in line.split('","')]
+        if len(cells) >= 7 and cells[0].upper().startswith(cmd[0]):
+            row = cells
+    if p.returncode != 0 or row is None:
+        raise RuntimeError(f"redis-benchmark failed (exit {p.returncode}): {p.stdout[-300:]} "
+                           f"{p.stderr[-300:]}")
+    rps = float(row[1])
+    r = {"system": f"conclave x{n_nodes}", "workload": name, "rep": rep, "ids_per_request": per_req,
+         "rps": rps, "ids_per_s": rps * per_req, "p50_us": float(row[4]) * 1000,
+         "p99_us": float(row[6]) * 1000, "p999_us": None, "errors": 0, "non2xx": 0,
+         "requests": total, "duration_us": int(wall * 1e6)}
+    if "{tag}" in cmd:
+        st = tag_state(url, tag)
+        r["buffer"] = st.get("buffer")
+        r["allocs_per_s"] = st["allocs"] / wall
+    return r
+
+
 # ---- report ----------------------------------------------------------------------------
 
 
@@ -205,6 +260,41 @@ def report(runs):
             f"{fmt_us(med('p50_us')):>9} {fmt_us(med('p99_us')):>9} {fmt_us(med('p999_us')):>9} "
             f"{(f'{allocs:.2f}' if allocs is not None else '-'):>9}  {'; '.join(notes)}")
     log("anchor (not run here): Leaf ~50k QPS, TP999 1 ms on 4 cores")
+    targets(groups)
+
+
+def targets(groups):
+    """PASS/MISS for issue #7's targets, per cluster size (medians of the reps)."""
+    def med(system, wl, key):
+        rs = groups.get((system, wl))
+        if not rs or any(r.get(key) is None for r in rs):
+            return None
+        return statistics.median(r[key] for r in rs)
+
+    def line(ok, what, got):
+        log(f"{'PASS' if ok else 'MISS'}  {what:<58} {got}")
+
+    log("")
+    for system in sorted({s for s, _ in groups}):
+        log(f"targets, {system}:")
+        for kind, wls in (("segment", ("seg_b100_c16", "resp_seg_b100")),
+                          ("snowflake", ("sf_b100_c16", "resp_sf_b100"))):
+            vals = {wl: med(system, wl, "ids_per_s") for wl in wls}
+            got = max((v for v in vals.values() if v is not None), default=None)
+            line(got is not None and got >= 1e6, f">= 1M {kind} ids/s per node in batches",
+                 ", ".join(f"{wl} {v:,.0f}" for wl, v in vals.items() if v is not None) or "not run")
+        single = med(system, "resp_seg_b1", "rps")
+        line(single is not None and single >= 100e3, ">= 100k single-ID requests/s (RESP -P 16)",
+             f"{single:,.0f}/s" if single is not None else "not run")
+        line(single is not None and single >= 50e3, "single-ID requests/s above Leaf's ~50k QPS",
+             f"{single:,.0f}/s" if single is not None else "not run")
+        p999 = med(system, "burst_10x", "p999_us")
+        line(p999 is not None and p999 < 1000, "p99.9 < 1 ms during a 10x burst (HTTP, wrk)",
+             fmt_us(p999))
+        rs = groups.get((system, "burst_10x")) or []
+        dry = [r["buffer"]["empty_dry"] for r in rs if r.get("buffer")]
+        line(bool(dry) and max(dry) == 0, "0 burst requests that found both buffers empty",
+             f"max empty_dry {max(dry)} over {len(dry)} runs" if dry else "not run")
 
 
 # ---- main ------------------------------------------------------------------------------
@@ -224,6 +314,9 @@ def main():
     if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
         log("wrk is not installed (scripts/deps.sh installs it)")
         return 1
+    have_rb = subprocess.run(["which", "redis-benchmark"], capture_output=True).returncode == 0
+    if not have_rb:
+        log("redis-benchmark is not installed: the RESP runs are skipped (apt install redis-tools)")
     os.makedirs(os.path.join(args.build_dir, "bench"), exist_ok=True)
     lua = os.path.join(args.build_dir, "bench", "id.lua")
     with open(lua, "w") as f:
@@ -256,6 +349,18 @@ def main():
                             status = 1
                         log(f"conclave x{n} {name} rep {rep}: {r['ids_per_s']:,.0f} ids/s "
                             f"p99 {fmt_us(r['p99_us'])}")
+                    for name, cmd, per_req, total in RESP_WORKLOADS:
+                        if not have_rb:
+                            break
+                        try:
+                            r = resp_run(c, n, name, cmd, per_req, total, rep)
+                        except Exception as e:  # noqa: BLE001 -- report and go on
+                            log(f"conclave x{n} {name} rep {rep}: {e}")
+                            status = 1
+                            continue
+                        runs.append(r)
+                        log(f"conclave x{n} {name} rep {rep}: {r['ids_per_s']:,.0f} ids/s "
+                            f"({r['rps']:,.0f} commands/s) p99 {fmt_us(r['p99_us'])}")
                     try:
                         b = burst_run(lua, c, n, duration, rep)
                         runs += b

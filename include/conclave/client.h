@@ -1,8 +1,8 @@
 /* conclave/client.h -- the C client library for Conclave (libconclave-client.a,
  * pkg-config name `conclave`; docs/client.md has the guide and an example program).
  *
- * What it offers: keys (put, get, delete), leases (grant, keepalive, revoke), and
- * distributed locks and elections whose hold is watched by a renewal thread that tells
+ * What it offers: keys (put, get, delete), leases (grant, keepalive, revoke), segment
+ * ids from a local double buffer (cc_id_next), and distributed locks and elections whose hold is watched by a renewal thread that tells
  * the holder, through lost_cb, the moment the lock can no longer be trusted.
  *
  * Endpoints. A client knows one or more nodes ("h1:2479,h2:2479,h3:2479"). Any node
@@ -195,6 +195,43 @@ int cc_election_campaign(cc_client *c, const char *name, const char *owner, cons
 int cc_election_proclaim(cc_lock *l, const char *value);
 /* Resigns (cc_lock_release on an election handle); frees the handle. */
 int cc_election_resign(cc_lock *l);
+
+/* ---- ids: a local segment buffer (Tinyid-client style; docs/client.md "IDs") ---------- *
+ *
+ * cc_id_next hands out segment-mode ids of `tag` from memory. The client holds two
+ * segments per tag, fetched from the cluster with POST /v1/id/segments/{tag}/alloc (one
+ * Raft write, max_id += count, so no other node or client ever gets them). A background
+ * thread (started on first use, one per client) fetches the next segment once the
+ * current one is 20% used, or when what is left would last less than two fetch times;
+ * the size adapts: rate x CC_ID_SEGMENT_MS, within CC_ID_STEP_MIN..CC_ID_STEP_MAX (the
+ * first fetch takes the tag's own step). A call that finds both segments empty waits for
+ * the fetch (at most request_timeout_ms).
+ *
+ * Guarantees: no id is handed out twice, by any client or node, across restarts of
+ * either (a range the server committed is never committed again; an unused rest is a
+ * gap). One client's ids of a tag increase strictly in the order it hands them out, over
+ * all its threads: it fetches one segment at a time, and each commits above the last.
+ * Thread-safe; one mutex per client guards the buffers. */
+
+#define CC_ID_TAG_BYTES_MAX 128u      /* CC_EINVAL: 1..128 chars of [A-Za-z0-9._:-] */
+#define CC_ID_TAGS_MAX      64u       /* CC_ELIMIT: tags one client buffers */
+#define CC_ID_SEGMENT_MS    10000u    /* a segment is sized to last this long */
+#define CC_ID_STEP_MIN      100       /* ids per fetch, at least */
+#define CC_ID_STEP_MAX      10000000  /* ids per fetch, at most (the server allows 1e8) */
+
+/* The next id of tag (created beforehand: CC_ENOTFOUND otherwise). */
+int cc_id_next(cc_client *c, const char *tag, int64_t *out);
+
+struct cc_id_stats {
+    uint64_t served;       /* ids handed out by this client */
+    uint64_t fetches;      /* segments fetched */
+    uint64_t fetch_errors; /* fetches that failed (retried in the background) */
+    uint64_t empty_waits;  /* calls that found both segments empty after the first fetch */
+    int64_t last_step;     /* size of the last segment asked for */
+    int64_t remaining;     /* ids held now, both segments */
+};
+/* This client's counters for tag (CC_ENOTFOUND: never asked for here). */
+int cc_id_stats(cc_client *c, const char *tag, struct cc_id_stats *out);
 
 #ifdef __cplusplus
 }

@@ -69,6 +69,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +125,11 @@
 #define ID_SF_AVOID         8u    /* worker ids remembered as unusable (floor ahead) */
 #define ID_SF_WORKERS_SCAN  1024u /* keys read to pick a free worker id */
 #define ID_SF_IDLE_MS       10000 /* no request for this long: stop renewing the ceiling */
+/* No snowflake request for this long: give the worker id back and let the lease lapse
+ * (claimed again on the next request). CONCLAVE_SNOWFLAKE_IDLE_RELEASE_MS overrides it
+ * (0: keep it for the life of the process). */
+#define ID_SF_RELEASE_MS_DEFAULT 300000
+#define ID_SF_RELEASE_MS_MIN     1000 /* below it: ID_API_ECONFIG (a claim per request) */
 /* Secret and inputs. */
 #define ID_SECRET_BYTES 32u
 #define ID_SECRET_FILE  "id-secret"
@@ -189,10 +195,14 @@ enum id_op_kind {
     ID_OP_PROPOSE,   /* a leader-side proposal or read: node callback pending */
 };
 
-/* A request answered later. Owned by ia->ops; freed by id_op_finish(). */
+/* A request answered later. Owned by ia->ops; freed by id_op_finish(). An HTTP request
+ * (req) or an id_api_take() (req NULL, answered through cb). */
 struct id_op {
     struct id_api *ia;
     struct http_req *req;
+    id_api_take_cb cb;           /* req == NULL: the taker's callback */
+    void *cb_arg;
+    bool cancelled;              /* id_api_cancel() ran: out of every queue, freed by the tick */
     struct id_op *prev, *next;   /* ia->ops */
     struct id_op *q_prev, *q_next;
     struct id_queue *q;          /* the queue it waits in, or NULL */
@@ -250,6 +260,8 @@ struct id_sf {
     int64_t floor_ms; /* what the claim read */
     uint64_t retry_at_ms;
     uint64_t last_request_ms;      /* mono: ceilings are renewed while requests come */
+    uint64_t release_idle_ms;      /* idle this long: release worker and lease (0: never) */
+    uint64_t n_idle_releases;
     int64_t avoid[ID_SF_AVOID]; /* workers whose floor was ahead of our clock */
     uint32_t avoid_next;
     struct id_queue waiters;
@@ -304,6 +316,13 @@ const char *id_api_strerror(int rv)
     case 0: return "ok";
     case ID_API_ENOMEM: return "out of memory";
     case ID_API_ECONFIG: return "bad ID service configuration";
+    case ID_API_ENOTFOUND: return "no such segment tag";
+    case ID_API_EUNAVAILABLE: return "no ids available in time; retry";
+    case ID_API_EBUSY: return "too many ID requests waiting; retry";
+    case ID_API_EROLLBACK: return "clock rollback";
+    case ID_API_ESTOPPED: return "the ID service is stopping";
+    case ID_API_EFAILED: return "ID request failed";
+    case ID_API_ECOUNT: return "count out of range";
     default: return "unknown id_api error";
     }
 }
@@ -865,13 +884,15 @@ static struct id_op *id_op_new(struct id_api *ia, struct http_req *req, uint8_t 
 {
     struct id_op *o = NULL;
     if (ia->n_ops >= ID_OPS_MAX) {
-        http_respond_error(req, 503, "busy", "%u ID requests are already waiting here; retry",
-                           ID_OPS_MAX);
+        if (req)
+            http_respond_error(req, 503, "busy", "%u ID requests are already waiting here; retry",
+                               ID_OPS_MAX);
         return NULL;
     }
     if (!(o = calloc(1, sizeof(*o))) || (count > 0 && !(o->ids = calloc(count, sizeof(int64_t))))) {
         free(o);
-        http_respond_error(req, 503, "no_memory", "out of memory");
+        if (req)
+            http_respond_error(req, 503, "no_memory", "out of memory");
         return NULL;
     }
     o->ia = ia;
@@ -884,8 +905,64 @@ static struct id_op *id_op_new(struct id_api *ia, struct http_req *req, uint8_t 
         ia->ops->prev = o;
     ia->ops = o;
     ia->n_ops++;
-    http_req_on_close(req, id_op_on_gone, o);
+    if (req)
+        http_req_on_close(req, id_op_on_gone, o);
     return o;
+}
+
+/* The ID_API_E* an id_api_take() caller gets for an HTTP error code. */
+static int id_code_rv(int status, const char *code)
+{
+    if (strcmp(code, "tag_not_found") == 0)
+        return ID_API_ENOTFOUND;
+    if (strcmp(code, "busy") == 0)
+        return ID_API_EBUSY;
+    if (strcmp(code, "clock_rollback") == 0)
+        return ID_API_EROLLBACK;
+    if (strcmp(code, "shutting_down") == 0)
+        return ID_API_ESTOPPED;
+    if (strcmp(code, "bad_count") == 0)
+        return ID_API_ECOUNT;
+    if (status == 503 || status == 504)
+        return ID_API_EUNAVAILABLE;
+    return ID_API_EFAILED;
+}
+
+/* Answers o with an error and finishes it: an HTTP error for a request, the callback
+ * (after o is gone, so the callback may do anything) for an id_api_take(). */
+static void id_op_fail(struct id_op *o, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void id_op_fail(struct id_op *o, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (o->req) {
+        http_respond_verror(o->req, status, code, fmt, ap);
+        va_end(ap);
+        id_op_finish(o);
+        return;
+    }
+    char msg[HTTP_ERRMSG_BYTES];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    id_api_take_cb cb = o->cancelled ? NULL : o->cb;
+    void *arg = o->cb_arg;
+    id_op_finish(o);
+    if (cb)
+        cb(arg, id_code_rv(status, code), NULL, 0, msg);
+}
+
+/* An id_api_take() op has its ids: the callback, then o is freed. */
+static void id_op_deliver(struct id_op *o)
+{
+    CC_ASSERT(o->req == NULL);
+    CC_ASSERT(o->n_have == o->count);
+    id_api_take_cb cb = o->cancelled ? NULL : o->cb;
+    o->cancelled = true; /* a cancel from inside the callback must not count it */
+    id_queue_remove(o);
+    if (cb)
+        cb(o->cb_arg, 0, o->ids, o->count, NULL);
+    id_op_finish(o);
 }
 
 static void id_op_timeout(struct id_op *o)
@@ -896,30 +973,29 @@ static void id_op_timeout(struct id_op *o)
     case ID_OP_ORDER:
     case ID_OP_SHORT:
         if (o->node_pending)
-            http_respond_error(o->req, 504, "write_timeout",
+            id_op_fail(o, 504, "write_timeout",
                                "not applied within %u ms; the write may or may not take effect",
                                ID_OP_MS);
         else
-            http_respond_error(o->req, 503, "segment_unavailable",
+            id_op_fail(o, 503, "segment_unavailable",
                                "no segment of tag '%s' arrived within %u ms (is there a leader?)",
                                o->tb ? o->tb->tag : "?", ID_WAIT_MS);
-        break;
+        return;
     case ID_OP_SNOWFLAKE:
-        http_respond_error(o->req, 503, "worker_unavailable",
+        id_op_fail(o, 503, "worker_unavailable",
                            "no valid snowflake worker within %u ms: %s", ID_WAIT_MS,
                            ia->sf.last_error[0] ? ia->sf.last_error : "still starting");
         break;
     case ID_OP_REDEEM:
-        http_respond_error(o->req, 503, "unavailable",
+        id_op_fail(o, 503, "unavailable",
                            "the leader did not allocate serials within %u ms; retry", ID_WAIT_MS);
         break;
     default:
-        http_respond_error(o->req, 504, "write_timeout",
+        id_op_fail(o, 504, "write_timeout",
                            "not applied within %u ms; the write may or may not take effect",
                            ID_OP_MS);
         break;
     }
-    id_op_finish(o);
 }
 
 /* A node callback's status other than success, answered like api.c does. */
@@ -1042,6 +1118,11 @@ static bool id_op_fill(struct id_op *o, struct idbuf *b, int64_t now)
 
 static void id_next_filled(struct id_op *o)
 {
+    if (!o->req) {
+        o->ia->n_ids_served += o->count;
+        id_op_deliver(o);
+        return;
+    }
     json_t *j = json_object();
     json_object_set_new(j, "tag", json_stringn(o->tb->tag, o->tb->tag_len));
     json_object_set_new(j, "count", json_integer(o->count));
@@ -1096,8 +1177,7 @@ static void tagbuf_fail_waiters(struct id_tagbuf *tb, int status, const char *co
 {
     for (uint32_t guard = 0; tb->waiters.head && guard < ID_OPS_MAX; guard++) {
         struct id_op *o = tb->waiters.head;
-        http_respond_error(o->req, status, code, "tag '%s': %s", tb->tag, msg);
-        id_op_finish(o);
+        id_op_fail(o, status, code, "tag '%s': %s", tb->tag, msg);
     }
 }
 
@@ -1954,6 +2034,19 @@ static void sf_pump(struct id_api *ia)
     if (sf->phase == SF_OFF || ia->closing)
         return;
     uint64_t now = id_mono_ms(ia);
+    if (sf->release_idle_ms > 0 && sf->waiters.n == 0 &&
+        now >= sf->last_request_ms + sf->release_idle_ms) {
+        /* Lazy worker: nobody asked for a while. Give W back now (our ceiling stays in
+         * floors/W) and stop renewing: the lease lapses after its TTL. The next request
+         * leases and claims again (docs/id.md, "what the first call costs"). */
+        id_log(ia, "id: snowflake idle for %" PRIu64 " ms: worker %" PRId64 " released",
+               now - sf->last_request_ms, sf->worker);
+        sf_drop_worker(ia, true);
+        sf_drop_lease(ia);
+        sf->n_idle_releases++;
+        sf->phase = SF_OFF;
+        return;
+    }
     if (sf->lease == 0) {
         if (!sf->lease_rpc && now >= sf->retry_at_ms) {
             sf->sent_ms = now;
@@ -2065,16 +2158,13 @@ static int sf_fill(struct id_api *ia, struct id_op *o)
                 sf_drop_worker(ia, true);
                 return SF_PARK;
             }
-            http_respond_error(o->req, 503, "clock_rollback",
-                               "the clock is %" PRId64 " ms behind the last id of worker %" PRId64
-                               " (tolerance %" PRId64 " ms, policy %s); retry later",
-                               behind, sf->worker, sf->gen.tolerance_ms,
-                               id_rollback_names[sf->policy]);
-            id_op_finish(o);
+            id_op_fail(o, 503, "clock_rollback",
+                       "the clock is %" PRId64 " ms behind the last id of worker %" PRId64
+                       " (tolerance %" PRId64 " ms, policy %s); retry later",
+                       behind, sf->worker, sf->gen.tolerance_ms, id_rollback_names[sf->policy]);
             return SF_ANSWERED;
         }
-        http_respond_error(o->req, 500, "snowflake_error", "%s", snowflake_strerror(rv));
-        id_op_finish(o);
+        id_op_fail(o, 500, "snowflake_error", "%s", snowflake_strerror(rv));
         return SF_ANSWERED;
     }
     return o->n_have == o->count ? SF_FILLED : SF_PARK;
@@ -2082,6 +2172,11 @@ static int sf_fill(struct id_api *ia, struct id_op *o)
 
 static void sf_respond(struct id_api *ia, struct id_op *o)
 {
+    if (!o->req) {
+        ia->sf.n_issued += o->count;
+        id_op_deliver(o);
+        return;
+    }
     json_t *arr = json_array();
     for (uint32_t i = 0; i < o->count; i++)
         json_array_append_new(arr, json_integer(o->ids[i]));
@@ -2108,15 +2203,9 @@ static void sf_serve(struct id_api *ia)
         sf_pump(ia);
 }
 
-/* GET /v1/id/snowflake?count=N */
-static void sf_request(struct id_api *ia, struct http_req *req)
+/* Serves snowflake op o now, or parks it behind earlier ones. */
+static void sf_submit(struct id_api *ia, struct id_op *o)
 {
-    uint32_t count = 0;
-    if (!id_query_count(req, ID_COUNT_MAX, &count))
-        return;
-    struct id_op *o = id_op_new(ia, req, ID_OP_SNOWFLAKE, count);
-    if (!o)
-        return;
     ia->sf.last_request_ms = id_mono_ms(ia);
     if (ia->sf.phase == SF_OFF) {
         ia->sf.phase = SF_STARTING; /* the worker is leased on first use */
@@ -2133,6 +2222,17 @@ static void sf_request(struct id_api *ia, struct http_req *req)
     }
     id_queue_push(&ia->sf.waiters, o);
     sf_pump(ia);
+}
+
+/* GET /v1/id/snowflake?count=N */
+static void sf_request(struct id_api *ia, struct http_req *req)
+{
+    uint32_t count = 0;
+    if (!id_query_count(req, ID_COUNT_MAX, &count))
+        return;
+    struct id_op *o = id_op_new(ia, req, ID_OP_SNOWFLAKE, count);
+    if (o)
+        sf_submit(ia, o);
 }
 
 /* GET /v1/id/snowflake/status: this node's worker, lease and ceiling. */
@@ -2166,6 +2266,8 @@ static void sf_status(struct id_api *ia, struct http_req *req)
     json_object_set_new(j, "rollbacks", json_integer((json_int_t)sf->n_rollbacks));
     json_object_set_new(j, "new_workers", json_integer((json_int_t)sf->n_new_workers));
     json_object_set_new(j, "lease_losses", json_integer((json_int_t)sf->n_lease_lapses));
+    json_object_set_new(j, "idle_releases", json_integer((json_int_t)sf->n_idle_releases));
+    json_object_set_new(j, "release_idle_ms", json_integer((json_int_t)sf->release_idle_ms));
     json_object_set_new(j, "waiting", json_integer(sf->waiters.n));
     json_object_set_new(j, "last_error", json_string(sf->last_error));
     http_respond_json(req, 200, j);
@@ -2744,8 +2846,10 @@ static void id_on_tick(uv_timer_t *t)
     uint64_t now = id_mono_ms(ia);
     struct id_op *next = NULL;
     for (struct id_op *o = ia->ops; o; o = next) {
-        next = o->next;
-        if (now >= o->deadline_ms)
+        next = o->next; /* callbacks may cancel ops, which only marks them: next stays */
+        if (o->cancelled)
+            id_op_finish(o);
+        else if (now >= o->deadline_ms)
             id_op_timeout(o); /* frees o only: next stays valid */
     }
     struct id_tagbuf *tnext = NULL;
@@ -2943,6 +3047,99 @@ void id_api_route(struct id_api *ia, struct http_req *req)
     }
 }
 
+/* ==== other front ends: id_api_take ======================================================= */
+
+void id_api_take(struct id_api *ia, const char *tag, size_t tag_len, uint32_t count,
+                 id_api_take_cb cb, void *arg)
+{
+    CC_ASSERT(ia != NULL);
+    CC_ASSERT(cb != NULL);
+    _Static_assert(ID_API_TAKE_COUNT_MAX == ID_COUNT_MAX, "the same batch limit as HTTP");
+    char msg[200];
+    if (count < 1 || count > ID_COUNT_MAX) {
+        snprintf(msg, sizeof(msg), "count must be an integer in 1..%u", ID_COUNT_MAX);
+        cb(arg, ID_API_ECOUNT, NULL, 0, msg);
+        return;
+    }
+    if (ia->closing) {
+        cb(arg, ID_API_ESTOPPED, NULL, 0, "the server is stopping");
+        return;
+    }
+    if (tag && !id_tag_ok(tag, tag_len)) {
+        snprintf(msg, sizeof(msg), "a tag is 1-%u characters of [A-Za-z0-9._:-]",
+                 IDSEG_TAG_BYTES_MAX);
+        cb(arg, ID_API_EFAILED, NULL, 0, msg);
+        return;
+    }
+    struct id_tagbuf *tb = NULL;
+    if (tag && !(tb = tagbuf_get(ia, tag, tag_len, false, 0))) {
+        snprintf(msg, sizeof(msg), "all %u tag buffers of this node are in use; retry",
+                 ID_TAGBUFS_MAX);
+        cb(arg, ID_API_EBUSY, NULL, 0, msg);
+        return;
+    }
+    struct id_op *o = id_op_new(ia, NULL, tag ? ID_OP_NEXT : ID_OP_SNOWFLAKE, count);
+    if (!o) {
+        snprintf(msg, sizeof(msg), "%u ID requests are already waiting here (or no memory); retry",
+                 ID_OPS_MAX);
+        cb(arg, ID_API_EBUSY, NULL, 0, msg);
+        return;
+    }
+    o->cb = cb;
+    o->cb_arg = arg;
+    if (tb)
+        tagbuf_request(ia, tb, o);
+    else
+        sf_submit(ia, o);
+}
+
+void id_api_cancel(struct id_api *ia, void *arg)
+{
+    for (struct id_op *o = ia->ops; o; o = o->next) {
+        if (o->req == NULL && o->cb_arg == arg && !o->cancelled) {
+            id_queue_remove(o); /* freed by the tick: a caller may be walking ia->ops */
+            o->cancelled = true;
+        }
+    }
+}
+
+/* Which id_api serves which node: RESP servers find theirs here. A handful of nodes
+ * per process at most (one in production, a few in tests). */
+#define ID_REGISTRY_MAX 64u
+static pthread_mutex_t id_registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    const struct node *node;
+    struct id_api *ia;
+} id_registry[ID_REGISTRY_MAX];
+
+static void id_registry_set(const struct node *node, struct id_api *ia)
+{
+    pthread_mutex_lock(&id_registry_mu);
+    for (uint32_t i = 0; i < ID_REGISTRY_MAX; i++) {
+        if (ia && id_registry[i].node == NULL) {
+            id_registry[i].node = node;
+            id_registry[i].ia = ia;
+            break;
+        }
+        if (!ia && id_registry[i].node == node) {
+            id_registry[i].node = NULL;
+            id_registry[i].ia = NULL;
+        }
+    }
+    pthread_mutex_unlock(&id_registry_mu);
+}
+
+struct id_api *id_api_of(const struct node *node)
+{
+    struct id_api *ia = NULL;
+    pthread_mutex_lock(&id_registry_mu);
+    for (uint32_t i = 0; i < ID_REGISTRY_MAX && !ia; i++)
+        if (id_registry[i].node == node)
+            ia = id_registry[i].ia;
+    pthread_mutex_unlock(&id_registry_mu);
+    return ia;
+}
+
 /* ==== init ================================================================================ */
 
 static void id_unref(struct id_api *ia)
@@ -2969,6 +3166,20 @@ int id_api_init(struct api *a, struct id_api **out, char *msg, size_t msg_cap)
             return ID_API_ECONFIG;
         }
     }
+    const char *idle = getenv("CONCLAVE_SNOWFLAKE_IDLE_RELEASE_MS");
+    uint64_t release_ms = ID_SF_RELEASE_MS_DEFAULT;
+    if (idle && *idle) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(idle, &end, 10);
+        if (errno || *end || idle[0] == '-' || (v != 0 && v < ID_SF_RELEASE_MS_MIN) ||
+            v > UINT32_MAX) {
+            snprintf(msg, msg_cap, "CONCLAVE_SNOWFLAKE_IDLE_RELEASE_MS must be 0 or %d..%u ms, "
+                                   "not '%s'", ID_SF_RELEASE_MS_MIN, UINT32_MAX, idle);
+            return ID_API_ECONFIG;
+        }
+        release_ms = v;
+    }
     struct id_api *ia = calloc(1, sizeof(*ia));
     if (!ia) {
         snprintf(msg, msg_cap, "out of memory");
@@ -2981,6 +3192,7 @@ int id_api_init(struct api *a, struct id_api **out, char *msg, size_t msg_cap)
     const char *tc = getenv("CONCLAVE_TEST_ID_CLOCK");
     ia->test_clock = tc && strcmp(tc, "1") == 0;
     ia->sf.policy = (uint8_t)pol;
+    ia->sf.release_idle_ms = release_ms;
     ia->sf.worker = -1;
     ia->sf.claiming = -1;
     for (uint32_t i = 0; i < ID_SF_AVOID; i++)
@@ -3008,6 +3220,7 @@ int id_api_init(struct api *a, struct id_api **out, char *msg, size_t msg_cap)
     ia->tick.data = ia->sf_timer.data = ia;
     ia->n_refs = 2;
     uv_timer_start(&ia->tick, id_on_tick, ID_TICK_MS, ID_TICK_MS);
+    id_registry_set(ia->node, ia);
     *out = ia;
     return 0;
 }
@@ -3017,11 +3230,11 @@ void id_api_fini(struct id_api *ia)
     if (!ia)
         return;
     ia->closing = true;
+    id_registry_set(ia->node, NULL);
     struct id_op *o_next = NULL;
     for (struct id_op *o = ia->ops; o; o = o_next) {
-        o_next = o->next; /* normally none: the server finished every request */
-        http_respond_error(o->req, 503, "shutting_down", "the server is stopping");
-        id_op_finish(o);
+        o_next = o->next; /* HTTP: normally none, the server finished every request */
+        id_op_fail(o, 503, "shutting_down", "the server is stopping");
     }
     struct id_tagbuf *t_next = NULL;
     for (struct id_tagbuf *tb = ia->tagbufs; tb; tb = t_next) {

@@ -205,6 +205,8 @@ static const struct resp_argspec args_auth[] = {
     A("password", STRING),
 };
 static const struct resp_argspec args_select[] = {A("index", INTEGER)};
+static const struct resp_argspec args_id_next[] = {A("tag", STRING), A_OPT("count", INTEGER)};
+static const struct resp_argspec args_id_snowflake[] = {A_OPT("count", INTEGER)};
 static const struct resp_argspec args_client_setname[] = {A("connection-name", STRING)};
 static const struct resp_argspec args_info[] = {
     {.name = "section",
@@ -597,6 +599,29 @@ static const struct resp_cmd_spec cmdtab[] = {
      .group = "connection",
      .complexity = "O(1)",
      ARGS(args_hello)},
+    /* Conclave's ID service (docs/id.md, docs/resp.md): not keys, so no key specs. */
+    {.name = "id.next",
+     .id = RESP_CMD_ID_NEXT,
+     .arity = -2,
+     .flags = CF(WRITE) | CF(FAST),
+     .acl = ACL(FAST),
+     .summary = "Returns the next ids of a segment tag from this node's double buffer "
+                "(Conclave; an integer, or an array with count > 1).",
+     .since = "7.2.0",
+     .group = "generic",
+     .complexity = "O(N) where N is count (1 by default, at most 10000).",
+     ARGS(args_id_next)},
+    {.name = "id.snowflake",
+     .id = RESP_CMD_ID_SNOWFLAKE,
+     .arity = -1,
+     .flags = CF(WRITE) | CF(FAST),
+     .acl = ACL(FAST),
+     .summary = "Returns snowflake ids under this node's leased worker id (Conclave; an "
+                "integer, or an array with count > 1).",
+     .since = "7.2.0",
+     .group = "generic",
+     .complexity = "O(N) where N is count (1 by default, at most 10000).",
+     ARGS(args_id_snowflake)},
     {.name = "incr",
      .id = RESP_CMD_INCR,
      .arity = 2,

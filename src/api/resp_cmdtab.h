@@ -65,6 +65,8 @@ enum resp_cmd_id {
     RESP_CMD_GETRANGE,
     RESP_CMD_GETSET,
     RESP_CMD_HELLO,
+    RESP_CMD_ID_NEXT,      /* Conclave: segment ids (resp_id.h) */
+    RESP_CMD_ID_SNOWFLAKE, /* Conclave: snowflake ids (resp_id.h) */
     RESP_CMD_INCR,
     RESP_CMD_INCRBY,
     RESP_CMD_INCRBYFLOAT,

@@ -68,6 +68,7 @@
 #include <unistd.h>
 
 #include "api/resp_cmdtab.h"
+#include "api/resp_id.h"
 #include "api/resp_proto.h"
 #include "base/assert.h"
 #include "base/grow.h"
@@ -136,7 +137,7 @@ _Static_assert(RESP_MULTI_QUEUED_MAX <= RESP_CONN_OPS_MAX, "an EXEC reply fits t
 enum rcls { CLS_FREE, CLS_READ, CLS_WRITE, CLS_BARRIER };
 enum rstate { OP_QUEUED, OP_RUNNING, OP_DONE };
 /* The node callback an op waits for. */
-enum rwait { W_NONE, W_READ, W_PROPOSE };
+enum rwait { W_NONE, W_READ, W_PROPOSE, W_ID /* resp_id.c: ID.NEXT, ID.SNOWFLAKE */ };
 /* What the op is, for its callbacks. */
 enum rkind {
     K_SYNC,   /* completes in op_start */
@@ -4129,6 +4130,8 @@ static uint8_t op_class(const struct resp_cmd_spec *spec, uint32_t argc,
     case RESP_CMD_CLIENT_GETNAME:
     case RESP_CMD_CLIENT_INFO:
     case RESP_CMD_CLIENT_HELP:
+    case RESP_CMD_ID_NEXT: /* ids wait in the ID service's own FIFOs, not on data */
+    case RESP_CMD_ID_SNOWFLAKE:
         return CLS_FREE;
     case RESP_CMD_GET:
     case RESP_CMD_MGET:
@@ -4433,6 +4436,8 @@ static void op_cancel_wait(struct resp_server *s, struct rop *op)
             node_cancel(s->node, b);
             free(b);
         }
+    } else if (op->wait == W_ID) {
+        resp_id_cancel(s->node, op);
     } else {
         node_cancel(s->node, op);
     }
@@ -4489,6 +4494,26 @@ static void on_applied(void *arg, int status, const struct sm_result *res)
     }
 }
 
+/* ID.NEXT / ID.SNOWFLAKE (resp_id.h): the answer may come inline or from the ID service. */
+static void on_id_done(void *arg, int rv, const int64_t *ids, uint32_t n, const char *msg)
+{
+    struct rop *op = arg;
+    CC_ASSERT(op->wait == W_ID);
+    op->wait = W_NONE;
+    struct resp_out *o = op_out(op);
+    resp_id_reply(o, rv, ids, n, msg);
+    op_finish(op, o);
+}
+
+static void id_start(struct rop *op)
+{
+    struct rconn *c = op->c;
+    c->multi_dirty = c->multi_dirty || c->multi; /* refused in MULTI: EXEC aborts */
+    op->wait = W_ID;
+    op->started_ms = now_ms(c->s);
+    resp_id_start(c->s->node, op->spec->id, c->multi, op->a.argc, op->a.argv, on_id_done, op);
+}
+
 static void op_start(struct rop *op)
 {
     struct rconn *c = op->c;
@@ -4515,6 +4540,10 @@ static void op_start(struct rop *op)
     }
     const enum resp_cmd_id id = op->spec->id;
     c->last_cmd = op->spec->name;
+    if (id == RESP_CMD_ID_NEXT || id == RESP_CMD_ID_SNOWFLAKE) {
+        id_start(op);
+        return;
+    }
     if (c->multi && id != RESP_CMD_EXEC && id != RESP_CMD_DISCARD && id != RESP_CMD_MULTI &&
         id != RESP_CMD_WATCH && id != RESP_CMD_QUIT) {
         multi_queue(op);

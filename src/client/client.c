@@ -217,6 +217,7 @@ void cc_client_free(cc_client *c)
     if (!c)
         return;
     CC_ASSERT(atomic_load(&c->n_locks) == 0); /* every lock released first */
+    cc__ids_free(atomic_load(&c->ids));
     for (uint32_t i = 0; i < c->n_endpoints; i++)
         free(c->endpoints[i]);
     free(c);

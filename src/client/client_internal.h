@@ -36,7 +36,13 @@ struct cc_client {
     cc_transport_fn transport;
     void *transport_arg;
     atomic_uint n_locks; /* live cc_lock handles */
+    struct cc_ids *_Atomic ids; /* idbuf.c: made on the first cc_id_next, freed with c */
 };
+
+/* idbuf.c: stops the refill thread (waits for a fetch in flight) and frees the buffers.
+ * NULL-safe. */
+struct cc_ids;
+void cc__ids_free(struct cc_ids *ids);
 
 /* Replaces client_do (tests). Call before any request; arg is borrowed. */
 void cc__set_transport(cc_client *c, cc_transport_fn fn, void *arg);
