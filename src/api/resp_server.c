@@ -1391,7 +1391,7 @@ static int64_t lease_left_ms(const struct resp_server *s, int64_t lease)
     return 0; /* dying: its EXPIRE is in the log */
 }
 
-/* TTL, PTTL, EXPIRETIME (Redis's ttlGenericCommand rounding). */
+/* TTL, PTTL, EXPIRETIME, PEXPIRETIME (Redis's ttlGenericCommand rounding). */
 static void x_ttl(struct xrun *x, uint32_t argc, const struct resp_arg *argv)
 {
     (void)argc;
@@ -1412,6 +1412,9 @@ static void x_ttl(struct xrun *x, uint32_t argc, const struct resp_arg *argv)
         break;
     case RESP_CMD_TTL:
         resp_out_int(x->o, (left + 500) / 1000);
+        break;
+    case RESP_CMD_PEXPIRETIME: /* the absolute Unix time, in ms */
+        resp_out_int(x->o, unix_now_ms() + left);
         break;
     default: /* EXPIRETIME: the absolute Unix time, in seconds */
         resp_out_int(x->o, (unix_now_ms() + left + 500) / 1000);
@@ -2386,6 +2389,7 @@ static void x_dispatch(struct xrun *x, const struct resp_cmd_spec *spec, uint32_
     case RESP_CMD_TTL:
     case RESP_CMD_PTTL:
     case RESP_CMD_EXPIRETIME:
+    case RESP_CMD_PEXPIRETIME:
         x_ttl(x, argc, argv);
         return;
     case RESP_CMD_PERSIST:
@@ -4142,6 +4146,7 @@ static uint8_t op_class(const struct resp_cmd_spec *spec, uint32_t argc,
     case RESP_CMD_TTL:
     case RESP_CMD_PTTL:
     case RESP_CMD_EXPIRETIME:
+    case RESP_CMD_PEXPIRETIME:
     case RESP_CMD_DBSIZE:
     case RESP_CMD_KEYS:
     case RESP_CMD_SCAN:

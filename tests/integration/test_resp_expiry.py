@@ -3,7 +3,7 @@
 python3-redis, redis-cli and a real redis-server for reply-for-reply comparison.
 
 Covered: every expiry form (SET EX/PX/EXAT/PXAT/KEEPTTL, SETEX, PSETEX, GETEX, EXPIRE,
-PEXPIRE, EXPIREAT, PEXPIREAT with NX/XX/GT/LT, TTL, PTTL, PERSIST, EXPIRETIME) with
+PEXPIRE, EXPIREAT, PEXPIREAT with NX/XX/GT/LT, TTL, PTTL, PERSIST, EXPIRETIME, PEXPIRETIME) with
 Redis's replies and errors, a differential run against redis-server, which writes keep
 or drop a TTL (RENAME carries it), keys really expire (not before their TTL, soon after),
 pipelines and MULTI/EXEC with SET PX, one keyspace with HTTP (the lease shows, an HTTP
@@ -56,6 +56,8 @@ def test_set_forms(r, ns):
     assert r.execute_command("EXPIRETIME", k) in (now + 1000, now + 999, now + 1001)
     assert r.set(k, "v", pxat=(now + 2000) * 1000) is True
     assert abs(r.execute_command("EXPIRETIME", k) - (now + 2000)) <= 1
+    assert abs(r.execute_command("PEXPIRETIME", k) - (now + 2000) * 1000) <= 1000
+    assert r.execute_command("PEXPIRETIME", ns + "missing") == -2
     assert r.set(k, "w", keepttl=True) is True and r.ttl(k) > 1900  # KEEPTTL keeps it
     assert r.get(k) == b"w"
     assert r.set(k, "x") is True and r.ttl(k) == -1  # a plain SET drops it
