@@ -393,6 +393,85 @@ static void test_limits_have_their_own_errors(void **state)
     free(c);
 }
 
+/* The sorted duplicate check against the plain pairwise rule, on random branches over a
+ * small key alphabet (so clashes are common): puts, single-key, range, "from" and prefix
+ * deletes, and ranges. */
+static bool brute_has_dup(const struct kv_op *ops, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (ops[i].type != KV_OP_PUT)
+            continue;
+        const struct kv_put_req *p = &ops[i].put;
+        for (uint32_t j = 0; j < n; j++) {
+            if (j == i)
+                continue;
+            if (ops[j].type == KV_OP_PUT && kvcmd_key_cmp(p->key, p->key_len, ops[j].put.key,
+                                                          ops[j].put.key_len) == 0)
+                return true;
+            if (ops[j].type == KV_OP_DELETE) {
+                const struct kv_delete_req *d = &ops[j].del;
+                struct kvcmd_span sp;
+                kvcmd_span_make(d->key, d->key_len, d->range_end, d->range_end_len, d->prefix,
+                                &sp);
+                if (kvcmd_span_contains(&sp, p->key, p->key_len))
+                    return true;
+            }
+        }
+    }
+    return false;
+}
+
+static void test_txn_duplicate_keys_match_pairwise_rule(void **state)
+{
+    (void)state;
+    static const char *const keys[] = {"a", "ab", "abc", "b", "ba", "c", "cc", "d"};
+    static const uint8_t from_end[1] = {0};
+    struct prng rng;
+    prng_seed(&rng, 42);
+    struct kv_op ops[KV_TXN_OPS_MAX];
+    uint32_t dups = 0, clean = 0;
+    for (int round = 0; round < 4000; round++) {
+        uint32_t n = 1 + (uint32_t)prng_below(&rng, round % 4 == 0 ? KV_TXN_OPS_MAX : 12);
+        memset(ops, 0, sizeof ops);
+        for (uint32_t i = 0; i < n; i++) {
+            /* large branches get unique-ish keys from a number, small ones the alphabet */
+            const char *k = keys[prng_below(&rng, 8)];
+            uint32_t choice = (uint32_t)prng_below(&rng, 10);
+            if (choice < 6) {
+                ops[i].type = KV_OP_PUT;
+                ops[i].put.key = (const uint8_t *)k;
+                ops[i].put.key_len = (uint32_t)strlen(k);
+            } else if (choice < 9) {
+                ops[i].type = KV_OP_DELETE;
+                ops[i].del.key = (const uint8_t *)k;
+                ops[i].del.key_len = (uint32_t)strlen(k);
+                uint32_t kind = (uint32_t)prng_below(&rng, 4);
+                if (kind == 1) {
+                    ops[i].del.prefix = true;
+                } else if (kind == 2) {
+                    ops[i].del.range_end = from_end;
+                    ops[i].del.range_end_len = 1;
+                } else if (kind == 3) {
+                    const char *e = keys[prng_below(&rng, 8)];
+                    if (strcmp(e, k) <= 0)
+                        e = "zz";
+                    ops[i].del.range_end = (const uint8_t *)e;
+                    ops[i].del.range_end_len = (uint32_t)strlen(e);
+                }
+            } else {
+                ops[i].type = KV_OP_RANGE;
+                ops[i].range.key = (const uint8_t *)k;
+                ops[i].range.key_len = (uint32_t)strlen(k);
+            }
+        }
+        struct kv_txn_req txn = {.success = ops, .n_success = n};
+        bool want = brute_has_dup(ops, n);
+        assert_int_equal(kvcmd_check_txn(&txn), want ? KV_ETXNDUPKEY : 0);
+        want ? dups++ : clean++;
+    }
+    assert_true(dups > 500 && clean > 500); /* both outcomes were exercised */
+}
+
 static void test_txn_duplicate_keys(void **state)
 {
     struct kv_op ops[3];
@@ -805,6 +884,7 @@ int main(void)
         cmocka_unit_test(test_txn_round_trip),
         cmocka_unit_test(test_limits_have_their_own_errors),
         cmocka_unit_test(test_txn_duplicate_keys),
+        cmocka_unit_test(test_txn_duplicate_keys_match_pairwise_rule),
         cmocka_unit_test(test_decode_rejects_truncation_at_every_offset),
         cmocka_unit_test(test_decode_is_strict),
         cmocka_unit_test(test_decode_reports_limits_of_well_formed_bytes),
