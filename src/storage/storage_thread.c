@@ -2,10 +2,14 @@
  *
  * Invariants:
  *   - Only the worker touches the WAL between storage_start and storage_stop.
- *   - The worker takes the WHOLE queue each time it wakes, writes the batches in order,
- *     then calls wal_sync once for all of them: while one fdatasync runs, everything the
- *     loop submits piles up for the next one. That is the group commit; nothing waits
- *     for a timer.
+ *   - The worker takes the WHOLE queue each time it wakes, writes the batches in order
+ *     with ONE write (wal_write_group, sealed), then calls wal_sync once for all of them:
+ *     while one fdatasync runs, everything the loop submits piles up for the next one.
+ *     That is the group commit; nothing waits for a timer.
+ *   - Only while the queue is empty does the worker prepare the WAL's next segment
+ *     (wal_prepare, one WAL_PREPARE_STEP_BYTES step at a time, checking the queue
+ *     between steps), so zero-filling never sits between a batch and its sync; a batch
+ *     that arrives during a step waits for that one step at most.
  *   - Completions are queued in submission order, and each is queued only after the
  *     sync covering its batch returned, so "durable_index" is never a promise ahead of
  *     the disk.
@@ -67,6 +71,7 @@ struct storage {
     bool fatal; /* worker only */
     bool full;  /* under mu: a batch waits for disk space (retry_enospc) */
     struct storage_stats stats;
+    const struct wal_batch *group[STORAGE_INFLIGHT_MAX]; /* worker only: one drain */
 };
 
 /* ---- errors ----------------------------------------------------------------------- */
@@ -173,7 +178,22 @@ static int storage__enqueue(struct storage *s, struct storage_item *it, uint64_t
 static void storage__process(struct storage *s, struct storage_item *list, struct storage_stats *st)
 {
     struct wal *w = s->wal;
+    /* One write for every batch of the drain (wal_write_group splits only what does not
+     * fit WAL_BATCH_BYTES_MAX), closed by its seal. It stops at the first failed batch. */
+    uint32_t n_batches = 0;
+    for (struct storage_item *it = list; it != NULL; it = it->next) {
+        if (it->kind == STORAGE_ITEM_BATCH) {
+            CC_ASSERT(n_batches < STORAGE_INFLIGHT_MAX);
+            s->group[n_batches++] = &it->b;
+        }
+    }
+    const bool attempt = n_batches > 0 && !s->fatal && s->failed == 0;
+    uint32_t n_ok = 0;
+    const int write_rv = attempt ? wal_write_group(w, s->group, n_batches, true, &n_ok) : 0;
+    CC_ASSERT(write_rv != 0 || n_ok == (attempt ? n_batches : 0));
+
     uint32_t n_written = 0;
+    uint32_t j = 0;         /* batch number within the drain */
     bool deferring = false; /* an earlier item did not fit: everything after waits too */
     for (struct storage_item *it = list; it != NULL; it = it->next) {
         it->done.seq = it->seq;
@@ -185,24 +205,26 @@ static void storage__process(struct storage *s, struct storage_item *list, struc
         if (it->kind != STORAGE_ITEM_BATCH) {
             continue;
         }
-        if (s->fatal) {
-            it->done.status = WAL_EFAILED;
-        } else if (s->failed != 0) {
-            it->done.status = STORAGE_ESTOPPED;
-        } else {
-            const int rv = wal_write(w, &it->b);
-            if (rv == 0) {
-                it->written = true;
-                n_written++;
-            } else if (rv == WAL_ENOSPC && s->o.retry_enospc) {
+        if (attempt && j < n_ok) {
+            it->written = true;
+            n_written++;
+        } else if (attempt && j == n_ok) {
+            CC_ASSERT(write_rv != 0);
+            if (write_rv == WAL_ENOSPC && s->o.retry_enospc) {
                 it->retry = true;
                 deferring = true;
             } else {
-                it->done.status = rv;
-                s->fatal = storage__is_fatal(rv);
-                s->failed = rv;
+                it->done.status = write_rv;
+                s->fatal = storage__is_fatal(write_rv);
+                s->failed = write_rv;
             }
+        } else if (s->fatal) {
+            it->done.status = WAL_EFAILED;
+        } else {
+            CC_ASSERT(s->failed != 0);
+            it->done.status = STORAGE_ESTOPPED;
         }
+        j++;
     }
     int sync_rv = 0;
     if (n_written > 0 && !s->fatal) {
@@ -238,11 +260,28 @@ static void storage__process(struct storage *s, struct storage_item *list, struc
 static void *storage__main(void *arg)
 {
     struct storage *s = arg;
+    bool try_prepare = true; /* wal_prepare may have work: ask it while idle */
     pthread_mutex_lock(&s->mu);
     for (;;) {
+        /* Each pass either waits or does one bounded preparation step; wal_prepare says
+         * "no more" after at most segment_bytes / WAL_PREPARE_STEP_BYTES + 1 steps. */
         while (s->head == NULL && !s->stopping) {
+            if (try_prepare && !s->fatal) {
+                pthread_mutex_unlock(&s->mu);
+                bool more = false;
+                const int rv = wal_prepare(s->wal, WAL_PREPARE_STEP_BYTES, &more);
+                struct wal_stats ws;
+                wal_get_stats(s->wal, &ws);
+                pthread_mutex_lock(&s->mu);
+                s->stats.n_spare_bytes = ws.n_spare_bytes;
+                s->stats.n_prepare_steps += rv == 0 && more;
+                s->stats.n_prepare_failures += rv != 0;
+                try_prepare = more; /* a failure is not the log's: the next roll retries */
+                continue;
+            }
             pthread_cond_wait(&s->work_cv, &s->mu);
         }
+        try_prepare = true;
         if (s->head == NULL) {
             break;
         }

@@ -14,6 +14,9 @@
  *   storage_stop()                 finish queued work, join; the WAL is the caller's again
  * The worker calls opts.wakeup_cb (if set) after queueing completions; it runs on the
  * worker thread, so it must only poke the loop (libuv: uv_async_send), never poll.
+ * A drain of the queue is one write (wal_write_group, sealed) and one fdatasync. While
+ * the queue is empty the worker zero-fills the WAL's next segment in bounded steps
+ * (wal_prepare), so the disk work of a new segment stays off the sync path.
  *
  * Failures, in completion.status:
  *   - WAL_ESYNC / WAL_EIO / WAL_EFAILED with fatal = true: exit the process and recover
@@ -86,6 +89,9 @@ struct storage_stats {
     uint64_t n_syncs;   /* fdatasyncs that sealed batches */
     uint64_t n_groups;  /* drains of the queue that wrote something */
     uint64_t max_group; /* most batches in one drain */
+    uint64_t n_prepare_steps;    /* idle-time wal_prepare steps that left more to do */
+    uint64_t n_prepare_failures; /* wal_prepare errors (not fatal: the spare was dropped) */
+    uint64_t n_spare_bytes;      /* the WAL's wal_stats.n_spare_bytes after the last step */
     struct hist sync_us; /* wal_sync (fdatasync) latency */
 };
 

@@ -17,12 +17,18 @@
  *   - Before a new segment is created the old one is cut to file_off and synced, and the
  *     new one is synced with its directory before any record goes into it. Hence every
  *     segment but the last decodes to its exact end, and segment seqs have no gaps.
+ *   - The spare (WAL_SPARE_NAME) is never part of the log. It holds zeros only, [0,
+ *     spare_off) of them synced, until a roll writes a header into it, syncs it and
+ *     renames it to the next segment name; wal_open deletes any spare it finds, so a
+ *     crash at any point of its preparation leaves nothing recovery has to judge.
+ *   - sealed_off == file_off (nonzero) exactly when the last record written is a SEAL
+ *     that wal_write_group() put there; wal_sync() then need not write another.
  *   - A failed fdatasync (or a write error other than ENOSPC) poisons the handle: every
  *     later call returns WAL_EFAILED. Nothing is retried.
  *
  * Sections: types | small helpers | log state | recovery replay | scanning |
- * segments and rolling | writing | syncing | compaction | open and close | queries |
- * inspection.
+ * segments and rolling | spare segments | writing | syncing | compaction | open and
+ * close | queries | inspection.
  */
 #include "storage/wal.h"
 
@@ -40,6 +46,11 @@
 
 #define WAL_INIT_RECORDS_BYTES 64 /* [HARD_STATE] SEAL at the start of a segment */
 #define WAL_SEAL_BYTES         (WAL_RECORD_HEADER_BYTES + 1 + 16)
+#define WAL_ZEROS_BYTES        (64u << 10) /* one pwrite of a spare's zero fill */
+
+_Static_assert(WAL_PREPARE_STEP_BYTES % WAL_ZEROS_BYTES == 0, "a step is whole zero writes");
+_Static_assert(WAL_SEGMENT_BYTES_MIN / 2 > WAL_HEADER_BYTES + WAL_INIT_RECORDS_BYTES,
+               "a spare is prepared only after a segment holds records");
 
 _Static_assert(WAL_RECORD_HEADER_BYTES + 1 + 20 + WAL_SEAL_BYTES <= WAL_INIT_RECORDS_BYTES,
                "initial records fit their buffer");
@@ -79,6 +90,12 @@ struct wal {
     uint64_t file_off;      /* end of its last whole record */
     uint64_t file_size;     /* its size, preallocation included */
     uint64_t file_init_end; /* end of its initial records: below this it holds no data */
+    uint64_t sealed_off;    /* file_off right after a SEAL written by a group; 0 = none */
+    bool zero_fill;         /* wal_options.zero_fill */
+    struct env_file *spare; /* the spare being zero-filled, or ready; NULL = none */
+    uint64_t spare_off;     /* zeros written into it (and synced) so far */
+    bool spare_ready;       /* spare_off == segment_bytes: a roll may use it */
+    bool spare_failed;      /* a preparation failed: no new one before the next roll */
     struct wal__state st;
     struct wal__state saved; /* st before the write in progress */
     bool dirty;              /* records written since the last seal */
@@ -833,8 +850,85 @@ static int wal__cut_back(struct wal *w)
     return 0;
 }
 
+static void wal__spare_drop(struct wal *w);
+
+/* Makes the ready spare segment seq: writes init[0..n) (header and first records) into
+ * it, syncs it, renames it and syncs the directory. Returns 0 (w->file is the new
+ * segment), 1 when the spare could not be used and was dropped (nothing of it is in the
+ * log: the caller creates the segment another way), or a fatal error. */
+static int wal__roll_into_spare(struct wal *w, const char *path, const uint8_t *init, size_t n)
+{
+    CC_ASSERT(w->spare != NULL);
+    CC_ASSERT(w->spare_ready);
+    struct env *env = w->env;
+    char spare_path[ENV_PATH_MAX];
+    int rv = env_path_join(spare_path, sizeof(spare_path), w->dir, WAL_SPARE_NAME);
+    if (rv == 0) {
+        rv = env->write_at(env, w->spare, 0, init, n);
+    }
+    if (rv == 0) {
+        rv = env->sync(env, w->spare);
+    }
+    if (rv == 0) {
+        rv = env->rename(env, spare_path, path);
+    }
+    if (rv != 0) {
+        /* Still the spare under its own name: never part of the log. */
+        w->stats.n_spare_failures++;
+        wal__spare_drop(w);
+        return 1;
+    }
+    /* From here on the name may reach the disk with the next directory sync, and the
+     * header is durable: this is the segment now. */
+    w->file = w->spare;
+    w->file_size = w->segment_bytes;
+    w->spare = NULL;
+    w->spare_ready = false;
+    w->spare_off = 0;
+    if (env->sync_dir(env, w->dir) != 0) {
+        return wal__poison(w, WAL_ESYNC);
+    }
+    w->stats.n_segments_zeroed++;
+    return 0;
+}
+
+/* Creates segment path as a new preallocated file holding init[0..n), synced with its
+ * directory; sets w->file. */
+static int wal__roll_new_file(struct wal *w, const char *path, const uint8_t *init, size_t n)
+{
+    struct env *env = w->env;
+    struct env_file *f = NULL;
+    int rv = env->open(env, path, ENV_OPEN_CREATE | ENV_OPEN_TRUNC, &f);
+    if (rv != 0) {
+        return wal__env_error(rv);
+    }
+    const uint64_t size = w->segment_bytes > n ? w->segment_bytes : n;
+    rv = env->allocate(env, f, 0, size);
+    if (rv == 0) {
+        rv = env->write_at(env, f, 0, init, n);
+    }
+    if (rv != 0) {
+        /* Nothing in it yet: remove it; the next write tries again. */
+        env->close(env, f);
+        env->unlink(env, path);
+        return wal__env_error(rv);
+    }
+    rv = env->sync(env, f);
+    if (rv == 0) {
+        rv = env->sync_dir(env, w->dir);
+    }
+    if (rv != 0) {
+        env->close(env, f);
+        return wal__poison(w, WAL_ESYNC);
+    }
+    w->file = f;
+    w->file_size = size;
+    return 0;
+}
+
 /* Ends the current segment (cut to its records, synced, closed) and starts the next with
- * [HARD_STATE] SEAL describing st, synced together with the directory. */
+ * [HARD_STATE] SEAL describing st, synced together with the directory: in the spare when
+ * one is ready, else in a new preallocated file. */
 static int wal__roll(struct wal *w, const struct wal__state *st)
 {
     struct env *env = w->env;
@@ -880,42 +974,121 @@ static int wal__roll(struct wal *w, const struct wal__state *st)
         n += wal__put(init + n, sizeof(init) - n, &rec);
     }
     n += wal__put_seal(init + n, sizeof(init) - n, st);
+    w->sealed_off = 0;
+    w->spare_failed = false; /* a new segment: its spare may be tried again */
 
-    struct env_file *f = NULL;
-    rv = env->open(env, path, ENV_OPEN_CREATE | ENV_OPEN_TRUNC, &f);
-    if (rv != 0) {
-        return wal__env_error(rv);
+    rv = 1;
+    if (w->spare != NULL && w->spare_ready) {
+        rv = wal__roll_into_spare(w, path, init, n);
+    } else if (w->spare != NULL) {
+        /* Half zeroed: give its space back first; the next one starts later. */
+        wal__spare_drop(w);
     }
-    const uint64_t size = w->segment_bytes > n ? w->segment_bytes : n;
-    rv = env->allocate(env, f, 0, size);
-    if (rv == 0) {
-        rv = env->write_at(env, f, 0, init, n);
-    }
-    if (rv != 0) {
-        /* Nothing in it yet: remove it; the next write tries again. */
-        env->close(env, f);
-        env->unlink(env, path);
-        return wal__env_error(rv);
-    }
-    rv = env->sync(env, f);
-    if (rv == 0) {
-        rv = env->sync_dir(env, w->dir);
+    if (rv == 1) {
+        rv = wal__roll_new_file(w, path, init, n);
     }
     if (rv != 0) {
-        env->close(env, f);
-        return wal__poison(w, WAL_ESYNC);
+        return rv;
     }
     rv = wal__segs_push(w, seq, h.first_index);
     if (rv != 0) {
-        env->close(env, f);
+        env->close(env, w->file);
+        w->file = NULL;
         return wal__poison(w, rv);
     }
-    w->file = f;
     w->file_off = n;
-    w->file_size = size;
     w->file_init_end = n;
     w->stats.n_segments_created++;
     return 0;
+}
+
+/* ---- spare segments --------------------------------------------------------------- */
+
+static const uint8_t wal__zeros[WAL_ZEROS_BYTES];
+
+/* Closes and removes the spare (a failed unlink leaves a file wal_open deletes). */
+static void wal__spare_drop(struct wal *w)
+{
+    if (w->spare != NULL) {
+        w->env->close(w->env, w->spare);
+        w->spare = NULL;
+    }
+    char path[ENV_PATH_MAX];
+    if (env_path_join(path, sizeof(path), w->dir, WAL_SPARE_NAME) == 0) {
+        (void)w->env->unlink(w->env, path);
+    }
+    w->spare_off = 0;
+    w->spare_ready = false;
+}
+
+static int wal__spare_error(int rv)
+{
+    CC_ASSERT(rv < 0);
+    return rv == -ENOSPC || rv == -EDQUOT ? WAL_ENOSPC : rv == -ENOMEM ? WAL_ENOMEM : WAL_EIO;
+}
+
+/* One step: zero-fills up to budget_bytes more of the spare (creating it first) and syncs
+ * them. A failure drops the spare and blocks new attempts until the next roll. */
+static int wal__spare_step(struct wal *w, uint64_t budget_bytes, bool *more)
+{
+    CC_ASSERT(!w->spare_ready);
+    CC_ASSERT(budget_bytes > 0);
+    struct env *env = w->env;
+    int rv = 0;
+    if (w->spare == NULL) {
+        char path[ENV_PATH_MAX];
+        rv = env_path_join(path, sizeof(path), w->dir, WAL_SPARE_NAME);
+        if (rv == 0) {
+            rv = env->open(env, path, ENV_OPEN_CREATE | ENV_OPEN_TRUNC, &w->spare);
+        }
+        if (rv != 0) {
+            w->spare = NULL;
+            goto err;
+        }
+        w->spare_off = 0;
+    }
+    const uint64_t left = w->segment_bytes - w->spare_off;
+    const uint64_t end = w->spare_off + (budget_bytes < left ? budget_bytes : left);
+    /* Bounded: (end - spare_off) / WAL_ZEROS_BYTES + 1 writes. */
+    while (w->spare_off < end) {
+        const uint64_t chunk =
+            end - w->spare_off < WAL_ZEROS_BYTES ? end - w->spare_off : WAL_ZEROS_BYTES;
+        rv = env->write_at(env, w->spare, w->spare_off, wal__zeros, (size_t)chunk);
+        if (rv != 0) {
+            goto err;
+        }
+        w->spare_off += chunk;
+        w->stats.n_spare_bytes += chunk;
+    }
+    rv = env->sync(env, w->spare);
+    if (rv != 0) {
+        goto err;
+    }
+    w->spare_ready = w->spare_off == w->segment_bytes;
+    *more = !w->spare_ready;
+    return 0;
+
+err:
+    w->stats.n_spare_failures++;
+    w->spare_failed = true;
+    wal__spare_drop(w);
+    *more = false;
+    return wal__spare_error(rv);
+}
+
+int wal_prepare(struct wal *w, uint64_t budget_bytes, bool *more)
+{
+    CC_ASSERT(w != NULL);
+    CC_ASSERT(more != NULL);
+    *more = false;
+    if (w->failed != 0) {
+        return WAL_EFAILED;
+    }
+    if (!w->zero_fill || w->spare_ready || w->spare_failed || w->file == NULL ||
+        budget_bytes == 0 || w->file_off < w->segment_bytes / 2) {
+        return 0;
+    }
+    return wal__spare_step(w, budget_bytes, more);
 }
 
 /* ---- writing ---------------------------------------------------------------------- */
@@ -944,12 +1117,11 @@ static uint64_t wal__batch_bytes(const struct wal_batch *b)
     return n;
 }
 
-/* Encodes b into w->buf while applying it to w->st. Returns the byte count via *n_out, or
- * an error (w->st must then be restored by the caller). */
-static int wal__encode_batch(struct wal *w, const struct wal_batch *b, size_t *n_out)
+/* Encodes b into w->buf from offset `off` on while applying it to w->st. Returns the new
+ * end via *n_out, or an error (w->st must then be restored by the caller). */
+static int wal__encode_batch(struct wal *w, const struct wal_batch *b, size_t off, size_t *n_out)
 {
     struct wal__state *st = &w->st;
-    size_t off = 0;
     struct wal_record rec;
     if (b->snapshot_index != 0) {
         if (b->snapshot_term == 0) {
@@ -997,12 +1169,19 @@ static int wal__encode_batch(struct wal *w, const struct wal_batch *b, size_t *n
     return 0;
 }
 
-/* Writes one batch that fits WAL_BATCH_BYTES_MAX, atomically. */
-static int wal__write_piece(struct wal *w, const struct wal_batch *b)
+/* Writes bs[0..n), which fit WAL_BATCH_BYTES_MAX together, with one write, atomically:
+ * on an error none of them is in the log. With seal, a SEAL closes the write. */
+static int wal__write_run(struct wal *w, const struct wal_batch *const *bs, uint32_t n_bs,
+                          bool seal)
 {
-    const uint64_t max_bytes = wal__batch_bytes(b);
-    CC_ASSERT(max_bytes <= WAL_BATCH_BYTES_MAX);
-    const uint64_t runs_needed = (uint64_t)w->st.n_runs + b->n_entries + 1;
+    CC_ASSERT(n_bs > 0);
+    uint64_t max_bytes = seal ? WAL_SEAL_BYTES : 0;
+    uint64_t runs_needed = (uint64_t)w->st.n_runs + 1;
+    for (uint32_t k = 0; k < n_bs; k++) {
+        max_bytes += wal__batch_bytes(bs[k]);
+        runs_needed += bs[k]->n_entries;
+    }
+    CC_ASSERT(max_bytes <= WAL_BATCH_BYTES_MAX + WAL_SEAL_BYTES);
     int rv = wal__reserve_buf(w, (size_t)max_bytes);
     if (rv == 0) {
         rv = wal__st_reserve(&w->st, runs_needed);
@@ -1015,14 +1194,16 @@ static int wal__write_piece(struct wal *w, const struct wal_batch *b)
     }
     wal__st_copy(&w->saved, &w->st);
     size_t n = 0;
-    rv = wal__encode_batch(w, b, &n);
-    if (rv != 0) {
-        goto err_restore;
+    for (uint32_t k = 0; k < n_bs; k++) {
+        rv = wal__encode_batch(w, bs[k], n, &n);
+        if (rv != 0) {
+            goto err_restore;
+        }
     }
     if (n == 0) {
         return 0;
     }
-    /* Roll when the batch and the seal that will close it do not fit (the seal then
+    /* Roll when the batches and the seal that will close them do not fit (the seal then
      * always lands in preallocated space). A batch too big for any segment goes into a
      * fresh one, which grows past the bound. */
     if (w->file == NULL ||
@@ -1031,6 +1212,9 @@ static int wal__write_piece(struct wal *w, const struct wal_batch *b)
         if (rv != 0) {
             goto err_restore;
         }
+    }
+    if (seal) {
+        n += wal__put_seal(w->buf + n, w->buf_cap - n, &w->st);
     }
     rv = w->env->write_at(w->env, w->file, w->file_off, w->buf, n);
     if (rv != 0) {
@@ -1048,8 +1232,9 @@ static int wal__write_piece(struct wal *w, const struct wal_batch *b)
         w->file_size = w->file_off;
     }
     w->dirty = true;
+    w->sealed_off = seal ? w->file_off : 0;
     w->stats.n_writes++;
-    w->stats.n_bytes += n;
+    w->stats.n_bytes += seal ? n - WAL_SEAL_BYTES : n;
     return 0;
 
 err_restore:
@@ -1067,7 +1252,7 @@ int wal_write(struct wal *w, const struct wal_batch *b)
         return WAL_EFAILED;
     }
     if (wal__batch_bytes(b) <= WAL_BATCH_BYTES_MAX) {
-        return wal__write_piece(w, b);
+        return wal__write_run(w, &b, 1, false);
     }
     /* Too big for one atomic write: split the entries; the first piece carries the
      * snapshot marker and truncation, the last one the hard state. */
@@ -1084,7 +1269,8 @@ int wal_write(struct wal *w, const struct wal_batch *b)
             piece.n_entries = i - start;
             piece.has_hard_state = at_end && b->has_hard_state;
             piece.hard_state = b->hard_state;
-            const int rv = wal__write_piece(w, &piece);
+            const struct wal_batch *one = &piece;
+            const int rv = wal__write_run(w, &one, 1, false);
             if (rv != 0) {
                 return rv;
             }
@@ -1093,6 +1279,67 @@ int wal_write(struct wal *w, const struct wal_batch *b)
             bytes = 0;
         }
         bytes += next;
+    }
+    return 0;
+}
+
+int wal_write_group(struct wal *w, const struct wal_batch *const *bs, uint32_t n, bool seal,
+                    uint32_t *n_written)
+{
+    CC_ASSERT(w != NULL);
+    CC_ASSERT(bs != NULL || n == 0);
+    CC_ASSERT(n_written != NULL);
+    *n_written = 0;
+    uint32_t i = 0;
+    /* Each pass writes at least one batch or returns, so this runs at most n times. */
+    while (i < n) {
+        if (w->failed != 0) {
+            return WAL_EFAILED;
+        }
+        CC_ASSERT(bs[i] != NULL);
+        CC_ASSERT(bs[i]->entries != NULL || bs[i]->n_entries == 0);
+        if (wal__batch_bytes(bs[i]) > WAL_BATCH_BYTES_MAX) {
+            const int rv = wal_write(w, bs[i]); /* split into pieces of its own */
+            if (rv != 0) {
+                return rv;
+            }
+            *n_written = ++i;
+            continue;
+        }
+        /* The longest run from i on that fits one write and the segment it goes to (the
+         * current one, or a fresh one when not even bs[i] fits here), so segments keep to
+         * their bound as if the batches had been written one by one. */
+        const uint64_t fixed = WAL_SEAL_BYTES + (seal ? WAL_SEAL_BYTES : 0);
+        const uint64_t first = wal__batch_bytes(bs[i]);
+        uint64_t limit = w->segment_bytes - WAL_HEADER_BYTES - WAL_INIT_RECORDS_BYTES - fixed;
+        if (w->file != NULL && w->file_off + first + fixed <= w->segment_bytes) {
+            limit = w->segment_bytes - w->file_off - fixed;
+        }
+        limit = limit < WAL_BATCH_BYTES_MAX ? limit : WAL_BATCH_BYTES_MAX;
+        uint32_t j = i + 1; /* bs[i] goes in any case, as wal_write() would put it */
+        uint64_t bytes = first;
+        while (j < n && bytes + wal__batch_bytes(bs[j]) <= limit) {
+            bytes += wal__batch_bytes(bs[j]);
+            j++;
+        }
+        int rv = wal__write_run(w, bs + i, j - i, seal && j == n);
+        if (rv == 0) {
+            i = j;
+            *n_written = i;
+            continue;
+        }
+        if (w->failed != 0) {
+            return rv;
+        }
+        /* Not fatal (disk full, a bad batch): nothing of the run is in the log. Redo it
+         * one batch at a time to find exactly which one fails. */
+        for (; i < j; i++) {
+            rv = wal__write_run(w, bs + i, 1, false);
+            if (rv != 0) {
+                return rv;
+            }
+            *n_written = i + 1;
+        }
     }
     return 0;
 }
@@ -1138,20 +1385,23 @@ int wal_sync(struct wal *w, uint64_t *durable_index, uint64_t *durable_term)
     }
     if (w->dirty) {
         CC_ASSERT(w->file != NULL);
-        uint8_t seal[WAL_SEAL_BYTES];
-        const size_t n = wal__put_seal(seal, sizeof(seal), &w->st);
-        int rv = w->env->write_at(w->env, w->file, w->file_off, seal, n);
-        if (rv != 0) {
-            rv = wal__env_error(rv);
-            const int cut = wal__cut_back(w);
-            if (cut != 0) {
-                return cut;
+        int rv;
+        if (w->sealed_off != w->file_off) {
+            uint8_t seal[WAL_SEAL_BYTES];
+            const size_t n = wal__put_seal(seal, sizeof(seal), &w->st);
+            rv = w->env->write_at(w->env, w->file, w->file_off, seal, n);
+            if (rv != 0) {
+                rv = wal__env_error(rv);
+                const int cut = wal__cut_back(w);
+                if (cut != 0) {
+                    return cut;
+                }
+                return rv == WAL_ENOSPC ? rv : wal__poison(w, rv);
             }
-            return rv == WAL_ENOSPC ? rv : wal__poison(w, rv);
-        }
-        w->file_off += n;
-        if (w->file_off > w->file_size) {
-            w->file_size = w->file_off;
+            w->file_off += n;
+            if (w->file_off > w->file_size) {
+                w->file_size = w->file_off;
+            }
         }
         rv = w->env->sync(w->env, w->file);
         if (rv != 0) {
@@ -1240,6 +1490,7 @@ void wal_options_default(struct wal_options *o)
     memset(o, 0, sizeof(*o));
     o->segment_bytes = WAL_SEGMENT_BYTES_DEFAULT;
     o->create = true;
+    o->zero_fill = true;
 }
 
 void wal_recovered_free(struct wal_recovered *r)
@@ -1364,7 +1615,24 @@ int wal_open(struct env *env, const char *dir, const struct wal_options *o, stru
     }
     w->env = env;
     w->segment_bytes = opts.segment_bytes;
+    w->zero_fill = opts.zero_fill;
     memcpy(w->dir, dir, strlen(dir) + 1);
+
+    /* A spare left by the last run may be half zeroed and its size may be another
+     * segment_bytes: never trust it. No directory sync: should the name come back after
+     * a crash, the next open deletes it again. */
+    char spare_path[ENV_PATH_MAX];
+    rv = env_path_join(spare_path, sizeof(spare_path), dir, WAL_SPARE_NAME);
+    if (rv == 0) {
+        rv = env->unlink(env, spare_path);
+        rv = rv == -ENOENT ? 0 : rv;
+    }
+    if (rv != 0) {
+        wal__msg(msg, msg_cap, "%s: cannot remove %s: %s", dir, WAL_SPARE_NAME, env_strerror(rv));
+        rv = rv == -ENAMETOOLONG ? WAL_EINVAL : wal__env_error(rv);
+        free(w);
+        return rv;
+    }
 
     struct wal_report rep;
     struct wal__scan sc;
@@ -1429,6 +1697,14 @@ int wal_open(struct env *env, const char *dir, const struct wal_options *o, stru
             rv = wal__poison(w, WAL_ESYNC);
         }
     } else {
+        /* A new WAL: its first segment zero-filled at once when asked (like PostgreSQL's
+         * initdb), so that the first writes do not pay for unwritten extents either. A
+         * failure to zero-fill (disk full) falls back to a preallocated segment. */
+        if (w->zero_fill) {
+            bool more = false;
+            (void)wal__spare_step(w, w->segment_bytes, &more);
+            CC_ASSERT(!more);
+        }
         rv = wal__roll(w, &w->st);
     }
     if (rv != 0) {
@@ -1469,6 +1745,9 @@ void wal_close(struct wal *w)
     }
     if (w->file != NULL) {
         w->env->close(w->env, w->file);
+    }
+    if (w->spare != NULL) {
+        w->env->close(w->env, w->spare); /* the file stays; the next wal_open removes it */
     }
     free(w->segs);
     free(w->st.runs);

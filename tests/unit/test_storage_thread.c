@@ -5,7 +5,8 @@
  * that far fewer syncs than batches ran, that completions come back in order with
  * monotonic durable indexes, and that everything is on disk afterwards. Others cover
  * the wakeup callback, backpressure, a failed fsync (fatal), a full disk (the batches
- * after it are refused), compaction through the thread, and a smoke run on env_posix.
+ * after it are refused), compaction through the thread, one write per drain, the spare
+ * segment zero-filled while the worker is idle, and a smoke run on env_posix.
  *
  * Sections: helpers | group commit | wakeup and backpressure | failures | posix | main.
  */
@@ -376,6 +377,122 @@ static void test_compact_through_thread(void **state)
     simfs_free(fs);
 }
 
+/* ---- one write per drain, spares while idle --------------------------------------- */
+
+static void test_one_write_per_drain(void **state)
+{
+    struct simfs *fs;
+    SH_ASSERT_OK(simfs_new(6, &fs));
+    struct env *env = slow_env(fs); /* 2 ms syncs: groups form */
+    struct wal_recovered rec;
+    struct wal *w = open_wal(env, DIR, &rec); /* 64 KiB segments: no roll below */
+    wal_recovered_free(&rec);
+    struct wal_stats before;
+    wal_get_stats(w, &before);
+    struct storage *s;
+    SH_ASSERT_OK(storage_start(w, NULL, &s));
+    static struct storage_completion done[N_BATCHES];
+    uint32_t n_done = 0;
+    const uint32_t n = 400;
+    for (uint64_t i = 1; i <= n; i++) {
+        submit_one(s, i, done, &n_done);
+        if (i % 50 == 0) { /* let several drains happen */
+            const struct timespec pause = {0, 3000 * 1000L};
+            nanosleep(&pause, NULL);
+        }
+    }
+    collect(s, done, &n_done, n);
+    struct storage_stats st;
+    storage_get_stats(s, &st);
+    storage_stop(s);
+    struct wal_stats after;
+    wal_get_stats(w, &after);
+    assert_int_equal(after.n_segments_created, before.n_segments_created);
+    print_message("      %u batches: %llu drains, %llu writes, %llu syncs\n", n,
+                  (unsigned long long)st.n_groups,
+                  (unsigned long long)(after.n_writes - before.n_writes),
+                  (unsigned long long)(after.n_syncs - before.n_syncs));
+    assert_true(st.max_group > 1);
+    assert_true(st.n_groups > 1);
+    assert_int_equal(after.n_writes - before.n_writes, st.n_groups); /* ONE write each */
+    assert_int_equal(after.n_syncs - before.n_syncs, st.n_groups);
+    wal_close(w);
+    simfs_crash(fs);
+    w = open_wal(simfs_env(fs), DIR, &rec);
+    assert_int_equal(rec.last_index, n);
+    assert_int_equal(rec.torn_bytes_dropped, 0);
+    wal_recovered_free(&rec);
+    wal_close(w);
+    simfs_free(fs);
+}
+
+/* Past half a segment, the idle worker zero-fills the spare in steps; the next roll
+ * uses it; everything recovers. */
+static void test_spare_while_idle(void **state)
+{
+    struct simfs *fs;
+    SH_ASSERT_OK(simfs_new(7, &fs));
+    struct wal_recovered rec;
+    struct wal_options o;
+    wal_options_default(&o);
+    o.segment_bytes = 4 * WAL_PREPARE_STEP_BYTES; /* a few steps per spare */
+    struct wal *w;
+    char msg[WAL_MSG_BYTES];
+    SH_ASSERT_OK(wal_open(simfs_env(fs), DIR, &o, &w, &rec, msg, sizeof(msg)));
+    wal_recovered_free(&rec);
+    struct storage *s;
+    SH_ASSERT_OK(storage_start(w, NULL, &s));
+    /* big entries: 64 KiB each, so half a segment is 32 batches */
+    static uint8_t big[64 << 10];
+    memset(big, 0x77, sizeof(big));
+    static struct storage_completion done[N_BATCHES];
+    uint32_t n_done = 0;
+    uint64_t index = 0;
+    const uint64_t half = o.segment_bytes / 2 / sizeof(big) + 1;
+    for (uint64_t k = 0; k < half; k++) {
+        struct raft_entry e = {.term = 1, .index = ++index, .type = RAFT_ENTRY_COMMAND,
+                               .n_bytes = sizeof(big), .bytes = big};
+        const struct wal_batch b = {.entries = &e, .n_entries = 1};
+        SH_ASSERT_OK(storage_submit(s, &b, NULL));
+        collect(s, done, &n_done, n_done + 1);
+    }
+    /* idle now: the spare fills up (bounded wait) */
+    struct storage_stats st;
+    for (int k = 0; k < 5000; k++) {
+        storage_get_stats(s, &st);
+        if (st.n_spare_bytes >= 2 * o.segment_bytes) {
+            break;
+        }
+        const struct timespec ms = {0, 1000 * 1000L};
+        nanosleep(&ms, NULL);
+    }
+    assert_int_equal(st.n_spare_bytes, 2 * o.segment_bytes); /* first segment + spare */
+    assert_true(st.n_prepare_steps >= 3);
+    assert_int_equal(st.n_prepare_failures, 0);
+    /* write through the roll */
+    for (uint64_t k = 0; k < half + 4; k++) {
+        struct raft_entry e = {.term = 1, .index = ++index, .type = RAFT_ENTRY_COMMAND,
+                               .n_bytes = sizeof(big), .bytes = big};
+        const struct wal_batch b = {.entries = &e, .n_entries = 1};
+        SH_ASSERT_OK(storage_submit(s, &b, NULL));
+        collect(s, done, &n_done, n_done + 1);
+        assert_int_equal(done[n_done - 1].status, 0);
+        assert_int_equal(done[n_done - 1].durable_index, index);
+    }
+    storage_stop(s);
+    struct wal_stats ws;
+    wal_get_stats(w, &ws);
+    assert_int_equal(ws.n_segments_created, 2);
+    assert_int_equal(ws.n_segments_zeroed, 2);
+    wal_close(w);
+    simfs_crash(fs);
+    SH_ASSERT_OK(wal_open(simfs_env(fs), DIR, &o, &w, &rec, msg, sizeof(msg)));
+    assert_int_equal(rec.last_index, index);
+    wal_recovered_free(&rec);
+    wal_close(w);
+    simfs_free(fs);
+}
+
 /* ---- posix ------------------------------------------------------------------------ */
 
 static void test_posix_group_commit(void **state)
@@ -409,6 +526,8 @@ static void test_posix_group_commit(void **state)
     char path[ENV_PATH_MAX];
     SH_ASSERT_OK(env_path_join(path, sizeof(path), dir, "wal-0000000000000001.log"));
     assert_int_equal(env_posix()->unlink(env_posix(), path), 0);
+    SH_ASSERT_OK(env_path_join(path, sizeof(path), dir, WAL_SPARE_NAME));
+    (void)env_posix()->unlink(env_posix(), path); /* if the idle worker began one */
     assert_int_equal(rmdir(dir), 0);
 }
 
@@ -423,6 +542,8 @@ int main(void)
         cmocka_unit_test(test_enospc_stops_later_batches),
         cmocka_unit_test(test_enospc_retry_keeps_order),
         cmocka_unit_test(test_compact_through_thread),
+        cmocka_unit_test(test_one_write_per_drain),
+        cmocka_unit_test(test_spare_while_idle),
         cmocka_unit_test(test_posix_group_commit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

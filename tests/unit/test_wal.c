@@ -1,6 +1,8 @@
 /* test_wal.c -- unit tests for storage/wal: the codec, round trips, truncation, hard
  * state, segment rolling, compaction, crashes, torn tails at every byte offset, every
- * flipped bit of every record, fsync errors and a full disk.
+ * flipped bit of every record, fsync errors and a full disk; zero-filled spare segments
+ * (prepared, used, a power cut at every IO call while they are made and used, a stale
+ * spare never read as log) and group writes (one write, sealed; partial failures).
  *
  * Everything runs on sim/simfs (in memory, seeded) except one smoke test on env_posix in
  * a mkdtemp directory under /tmp. The ground truth is a model of the log
@@ -12,7 +14,7 @@
  * a wrong log.
  *
  * Sections: helpers | codec | basics | segments and compaction | crashes | torn tails |
- * bit flips | disk errors | posix smoke | main.
+ * bit flips | disk errors | spare segments | group writes | posix smoke | main.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -89,6 +91,23 @@ static void last_segment(struct simfs *fs, char *path, uint64_t *used)
     wal_report_free(&rep);
 }
 
+static struct wal_stats stats_of(const struct wal *w)
+{
+    struct wal_stats st;
+    wal_get_stats(w, &st);
+    return st;
+}
+
+/* Runs wal_prepare in steps of `step` bytes until it has nothing more to do. */
+static void prepare_all(struct wal *w, uint64_t step)
+{
+    bool more = true;
+    for (int k = 0; k < 1000 && more; k++) {
+        SH_ASSERT_OK(wal_prepare(w, step, &more));
+    }
+    assert_false(more);
+}
+
 /* A synced log of n entries (terms rising every 7) with hard states, in small segments. */
 static struct wal *build_log(struct simfs *fs, struct sh_model *m, uint64_t n)
 {
@@ -98,6 +117,7 @@ static struct wal *build_log(struct simfs *fs, struct sh_model *m, uint64_t n)
     wal_recovered_free(&rec);
     for (uint64_t i = 1; i <= n; i++) {
         SH_ASSERT_OK(sh_append(w, m, 1 + i / 7));
+        prepare_all(w, 256); /* later segments come from zero-filled spares */
         if (i % 5 == 0) {
             set_hs(w, m, 1 + i / 7, (uint32_t)(i % 3), i - 2);
             SH_ASSERT_OK(wal_sync(w, NULL, NULL));
@@ -689,6 +709,7 @@ static void test_flip_every_bit(void **state)
     SH_ASSERT_OK(simfs_new(9, &fs));
     struct sh_model m;
     struct wal *w = build_log(fs, &m, 45); /* three segments, all synced */
+    assert_true(stats_of(w).n_segments_zeroed >= 3); /* made from spares */
     wal_close(w);
     struct wal_report rep;
     char msg[WAL_MSG_BYTES];
@@ -905,6 +926,638 @@ static void test_enospc(void **state)
     simfs_free(fs);
 }
 
+/* ---- spare segments --------------------------------------------------------------- */
+
+#define SPARE_PATH DIR "/" WAL_SPARE_NAME
+
+/* Size of the file at path, and whether every byte of it is zero. */
+static bool file_all_zero(struct simfs *fs, const char *path, uint64_t *size)
+{
+    struct env *env = simfs_env(fs);
+    struct env_file *f;
+    SH_ASSERT_OK(env->open(env, path, ENV_OPEN_READ, &f));
+    SH_ASSERT_OK(env->size(env, f, size));
+    static uint8_t buf[1 << 16];
+    assert_true(*size <= sizeof(buf));
+    SH_ASSERT_OK(env_read_exact(env, f, 0, buf, (size_t)*size));
+    env->close(env, f);
+    for (uint64_t k = 0; k < *size; k++) {
+        if (buf[k] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The first segment is zero-filled by wal_open; the spare is made only once the segment
+ * is half full, in steps, and the next roll turns it into the segment. */
+static void test_spare_prepared_and_used(void **state)
+{
+    struct simfs *fs;
+    SH_ASSERT_OK(simfs_new(21, &fs));
+    struct sh_model m;
+    sh_model_init(&m);
+    struct wal_recovered rec;
+    struct wal *w = open_ok(fs, &rec);
+    wal_recovered_free(&rec);
+    assert_int_equal(stats_of(w).n_segments_zeroed, 1);
+    assert_int_equal(stats_of(w).n_spare_bytes, SMALL_SEGMENTS);
+    bool more = true;
+    SH_ASSERT_OK(wal_prepare(w, 4096, &more)); /* nearly empty segment: nothing to do */
+    assert_false(more);
+    assert_false(simfs_exists(fs, SPARE_PATH));
+    /* fill to half a segment: the first step creates the spare */
+    for (int k = 0; k < 100 && !simfs_exists(fs, SPARE_PATH); k++) {
+        SH_ASSERT_OK(sh_append(w, &m, 1));
+        SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+        SH_ASSERT_OK(wal_prepare(w, 100, &more));
+    }
+    assert_true(simfs_exists(fs, SPARE_PATH));
+    assert_true(more);
+    assert_int_equal(stats_of(w).n_segments_created, 1);
+    uint64_t size = 0;
+    assert_true(file_all_zero(fs, SPARE_PATH, &size));
+    assert_int_equal(size, 100);
+    prepare_all(w, 100);
+    assert_true(file_all_zero(fs, SPARE_PATH, &size));
+    assert_int_equal(size, SMALL_SEGMENTS);
+    assert_int_equal(stats_of(w).n_spare_bytes, 2 * SMALL_SEGMENTS);
+    SH_ASSERT_OK(wal_prepare(w, 100, &more)); /* ready: nothing more */
+    assert_false(more);
+    /* write until the roll: it takes the spare */
+    for (int k = 0; k < 100 && stats_of(w).n_segments_created == 1; k++) {
+        SH_ASSERT_OK(sh_append(w, &m, 2));
+    }
+    SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+    assert_int_equal(stats_of(w).n_segments_created, 2);
+    assert_int_equal(stats_of(w).n_segments_zeroed, 2);
+    assert_false(simfs_exists(fs, SPARE_PATH));
+    char path[ENV_PATH_MAX];
+    uint64_t used = 0;
+    last_segment(fs, path, &used);
+    SH_ASSERT_OK(simfs_file_size(fs, path, &size));
+    assert_int_equal(size, SMALL_SEGMENTS); /* the spare's size: nothing to extend */
+    /* without a ready spare the roll falls back to a preallocated segment */
+    for (int k = 0; k < 100 && stats_of(w).n_segments_created == 2; k++) {
+        SH_ASSERT_OK(sh_append(w, &m, 3));
+    }
+    SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+    assert_int_equal(stats_of(w).n_segments_created, 3);
+    assert_int_equal(stats_of(w).n_segments_zeroed, 2);
+    wal_close(w);
+    reopen_same(fs, &m);
+    simfs_free(fs);
+}
+
+/* Negative control: with zero_fill off nothing is zero-filled and no spare appears. */
+static void test_zero_fill_off(void **state)
+{
+    struct simfs *fs;
+    SH_ASSERT_OK(simfs_new(22, &fs));
+    struct wal_options o = opts_small();
+    o.zero_fill = false;
+    struct wal *w;
+    struct wal_recovered rec;
+    char msg[WAL_MSG_BYTES];
+    SH_ASSERT_OK(wal_open(simfs_env(fs), DIR, &o, &w, &rec, msg, sizeof(msg)));
+    wal_recovered_free(&rec);
+    struct sh_model m;
+    sh_model_init(&m);
+    for (int k = 0; k < 80; k++) {
+        SH_ASSERT_OK(sh_append(w, &m, 1));
+        SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+        bool more = true;
+        SH_ASSERT_OK(wal_prepare(w, 4096, &more));
+        assert_false(more);
+        assert_false(simfs_exists(fs, SPARE_PATH));
+    }
+    assert_true(stats_of(w).n_segments_created > 2);
+    assert_int_equal(stats_of(w).n_segments_zeroed, 0);
+    assert_int_equal(stats_of(w).n_spare_bytes, 0);
+    wal_close(w);
+    reopen_same(fs, &m);
+    simfs_free(fs);
+}
+
+/* A spare left behind holds what looks like the next segment (valid header and records
+ * of "an earlier life"). Renamed into place it would be read as log (the control); left
+ * as a spare it is deleted by wal_open and never returned, and the segment made from the
+ * next spare holds none of it. */
+static void test_stale_spare_never_read(void **state)
+{
+    struct simfs *fs;
+    SH_ASSERT_OK(simfs_new(23, &fs));
+    struct sh_model m;
+    struct wal *w = build_log(fs, &m, 30);
+    wal_close(w);
+    struct wal_report rep;
+    char msg[WAL_MSG_BYTES];
+    SH_ASSERT_OK(wal_inspect(simfs_env(fs), DIR, &rep, msg, sizeof(msg)));
+    const uint64_t next_seq = rep.segments[rep.n_segments - 1].seq + 1;
+    wal_report_free(&rep);
+    char next_path[ENV_PATH_MAX];
+    char name[WAL_NAME_BYTES];
+    snprintf(name, sizeof(name), "wal-%016llx.log", (unsigned long long)next_seq);
+    SH_ASSERT_OK(env_path_join(next_path, sizeof(next_path), DIR, name));
+
+    /* The earlier life: a segment next_seq that continues this very log (header, hard
+     * state, entries of term 50, seal), every record valid. */
+    static uint8_t img[SMALL_SEGMENTS];
+    memset(img, 0, sizeof(img));
+    const struct wal_segment_header h = {.version = WAL_FORMAT_VERSION,
+                                         .seq = next_seq,
+                                         .first_index = sh_model_last(&m) + 1,
+                                         .prev_term = sh_model_last_term(&m)};
+    wal_encode_segment_header(&h, img);
+    size_t off = WAL_HEADER_BYTES;
+    struct sh_model other = m;
+    struct wal_record r = {.type = WAL_REC_HARD_STATE};
+    r.hard_state = (struct raft_hard_state){50, 2, sh_model_last(&m)};
+    size_t n = 0;
+    SH_ASSERT_OK(wal_encode_record(&r, img + off, sizeof(img) - off, &n));
+    off += n;
+    for (int k = 0; k < 5; k++) {
+        uint8_t eb[SH_ENTRY_BYTES_MAX];
+        struct raft_entry e;
+        sh_entry(&e, sh_model_last(&other) + 1, 50, eb);
+        r = (struct wal_record){.type = WAL_REC_ENTRY};
+        r.entry.term = e.term;
+        r.entry.index = e.index;
+        r.entry.type = e.type;
+        r.entry.n_bytes = e.n_bytes;
+        r.entry.bytes = e.bytes;
+        SH_ASSERT_OK(wal_encode_record(&r, img + off, sizeof(img) - off, &n));
+        off += n;
+        sh_model_append(&other, 50);
+    }
+    r = (struct wal_record){.type = WAL_REC_SEAL};
+    r.seal.last_index = sh_model_last(&other);
+    r.seal.last_term = 50;
+    SH_ASSERT_OK(wal_encode_record(&r, img + off, sizeof(img) - off, &n));
+    const uint64_t size = sizeof(img);
+    struct env_file *f;
+    struct wal_recovered rec;
+
+    /* Its image becomes the spare of fs, durably. */
+    struct env *env = simfs_env(fs);
+    SH_ASSERT_OK(env->open(env, SPARE_PATH, ENV_OPEN_CREATE, &f));
+    SH_ASSERT_OK(env->write_at(env, f, 0, img, (size_t)size));
+    SH_ASSERT_OK(env->sync(env, f));
+    env->close(env, f);
+    SH_ASSERT_OK(env->sync_dir(env, DIR));
+
+    /* control: renamed into place without zeroing, the stale records ARE read as log */
+    struct simfs *ctl;
+    SH_ASSERT_OK(simfs_clone(fs, 2, &ctl));
+    struct env *ce = simfs_env(ctl);
+    char last[ENV_PATH_MAX];
+    uint64_t used = 0;
+    last_segment(ctl, last, &used);
+    SH_ASSERT_OK(simfs_set_size(ctl, last, used)); /* what a roll does first */
+    SH_ASSERT_OK(ce->rename(ce, SPARE_PATH, next_path));
+    w = open_ok(ctl, &rec);
+    assert_int_equal(rec.n_entries, other.n); /* the stale entries, read as log */
+    assert_int_equal(rec.hard_state.term, 50);
+    assert_non_null(sh_diff(&rec, &m));
+    wal_recovered_free(&rec);
+    wal_close(w);
+    simfs_free(ctl);
+
+    /* the real thing: the spare is removed, the log is exactly what was written */
+    w = open_ok(fs, &rec);
+    SH_ASSERT_SAME(&rec, &m);
+    wal_recovered_free(&rec);
+    assert_false(simfs_exists(fs, SPARE_PATH));
+    /* a new spare, a roll into it, and the new segment holds only new records */
+    for (int k = 0; k < 100 && !simfs_exists(fs, next_path); k++) {
+        SH_ASSERT_OK(sh_append(w, &m, 60));
+        SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+        prepare_all(w, 128);
+    }
+    SH_ASSERT_OK(sh_append(w, &m, 60));
+    SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+    assert_true(stats_of(w).n_segments_zeroed >= 1);
+    wal_close(w);
+    reopen_same(fs, &m);
+    simfs_free(fs);
+}
+
+/* An env over simfs that cuts the power just before its crash_at-th IO call; every call
+ * after that fails with -EIO, as the stale handles of a crashed simfs do. */
+struct crash_env {
+    struct env env; /* first: the callbacks get &env */
+    struct env *inner;
+    struct simfs *fs;
+    uint64_t n_calls;
+    uint64_t crash_at; /* 0 = never */
+    bool crashed;
+    bool in_spare; /* the spare existed when the power went */
+};
+
+static bool ce_down(struct env *e)
+{
+    struct crash_env *c = (struct crash_env *)e;
+    if (!c->crashed && ++c->n_calls == c->crash_at) {
+        c->in_spare = simfs_exists(c->fs, SPARE_PATH);
+        simfs_crash(c->fs);
+        c->crashed = true;
+    }
+    return c->crashed;
+}
+
+#define CE_INNER(e) (((struct crash_env *)(e))->inner)
+
+static int ce_open(struct env *e, const char *p, int fl, struct env_file **out)
+{
+    return ce_down(e) ? -EIO : CE_INNER(e)->open(CE_INNER(e), p, fl, out);
+}
+static int ce_close(struct env *e, struct env_file *f)
+{
+    return CE_INNER(e)->close(CE_INNER(e), f); /* always frees the handle */
+}
+static int ce_read_at(struct env *e, struct env_file *f, uint64_t off, void *buf, size_t n,
+                      size_t *n_read)
+{
+    return ce_down(e) ? -EIO : CE_INNER(e)->read_at(CE_INNER(e), f, off, buf, n, n_read);
+}
+static int ce_write_at(struct env *e, struct env_file *f, uint64_t off, const void *buf, size_t n)
+{
+    return ce_down(e) ? -EIO : CE_INNER(e)->write_at(CE_INNER(e), f, off, buf, n);
+}
+static int ce_sync(struct env *e, struct env_file *f)
+{
+    return ce_down(e) ? -EIO : CE_INNER(e)->sync(CE_INNER(e), f);
+}
+static int ce_truncate(struct env *e, struct env_file *f, uint64_t size)
+{
+    return ce_down(e) ? -EIO : CE_INNER(e)->truncate(CE_INNER(e), f, size);
+}
+static int ce_allocate(struct env *e, struct env_file *f, uint64_t off, uint64_t n)
+{
+    return ce_down(e) ? -EIO : CE_INNER(e)->allocate(CE_INNER(e), f, off, n);
+}
+static int ce_size(struct env *e, struct env_file *f, uint64_t *out)
+{
+    return ce_down(e) ? -EIO : CE_INNER(e)->size(CE_INNER(e), f, out);
+}
+static int ce_rename(struct env *e, const char *from, const char *to)
+{
+    return ce_down(e) ? -EIO : CE_INNER(e)->rename(CE_INNER(e), from, to);
+}
+static int ce_unlink(struct env *e, const char *path)
+{
+    return ce_down(e) ? -EIO : CE_INNER(e)->unlink(CE_INNER(e), path);
+}
+static int ce_mkdir(struct env *e, const char *path)
+{
+    return ce_down(e) ? -EIO : CE_INNER(e)->mkdir(CE_INNER(e), path);
+}
+static int ce_sync_dir(struct env *e, const char *path)
+{
+    return ce_down(e) ? -EIO : CE_INNER(e)->sync_dir(CE_INNER(e), path);
+}
+static int ce_list_dir(struct env *e, const char *path, void *arg, env_list_cb cb)
+{
+    return ce_down(e) ? -EIO : CE_INNER(e)->list_dir(CE_INNER(e), path, arg, cb);
+}
+
+static void crash_env_init(struct crash_env *c, struct simfs *fs, uint64_t crash_at)
+{
+    memset(c, 0, sizeof(*c));
+    c->inner = simfs_env(fs);
+    c->fs = fs;
+    c->crash_at = crash_at;
+    c->env = *c->inner;
+    c->env.impl = NULL;
+    c->env.open = ce_open;
+    c->env.close = ce_close;
+    c->env.read_at = ce_read_at;
+    c->env.write_at = ce_write_at;
+    c->env.sync = ce_sync;
+    c->env.truncate = ce_truncate;
+    c->env.allocate = ce_allocate;
+    c->env.size = ce_size;
+    c->env.rename = ce_rename;
+    c->env.unlink = ce_unlink;
+    c->env.mkdir = ce_mkdir;
+    c->env.sync_dir = ce_sync_dir;
+    c->env.list_dir = ce_list_dir;
+}
+
+/* Writes, syncs and prepares spares (small steps) until the first failure; *n_acked is
+ * the model's length at the last successful sync. */
+static void spare_workload(struct env *env, struct sh_model *m, uint64_t *n_acked,
+                           uint64_t *n_zeroed)
+{
+    sh_model_init(m);
+    *n_acked = 0;
+    *n_zeroed = 0;
+    const struct wal_options o = opts_small();
+    struct wal *w = NULL;
+    struct wal_recovered rec;
+    if (wal_open(env, DIR, &o, &w, &rec, NULL, 0) != 0) {
+        return;
+    }
+    wal_recovered_free(&rec);
+    for (uint64_t i = 1; i <= 70; i++) {
+        if (sh_append(w, m, 1 + i / 9) != 0) {
+            break;
+        }
+        if (i % 3 == 0) {
+            if (wal_sync(w, NULL, NULL) != 0) {
+                break;
+            }
+            *n_acked = m->n;
+        }
+        bool more = false;
+        (void)wal_prepare(w, 160, &more); /* its errors are not the log's */
+    }
+    *n_zeroed = stats_of(w).n_segments_zeroed;
+    wal_close(w);
+}
+
+/* A power cut just before each IO call of a run that makes spares and rolls into them:
+ * recovery returns a prefix holding every acknowledged entry, the spare is gone, and the
+ * WAL goes on. */
+static void test_crash_at_every_call_with_spares(void **state)
+{
+    struct simfs *fs;
+    SH_ASSERT_OK(simfs_new(30, &fs));
+    struct crash_env ce;
+    crash_env_init(&ce, fs, 0);
+    struct sh_model m;
+    uint64_t n_acked = 0;
+    uint64_t n_zeroed = 0;
+    spare_workload(&ce.env, &m, &n_acked, &n_zeroed);
+    const uint64_t n_calls = ce.n_calls;
+    assert_int_equal(n_acked, m.n - m.n % 3);
+    assert_true(n_zeroed >= 4); /* the first segment and rolls into spares */
+    simfs_free(fs);
+    uint64_t n_in_spare = 0;
+    for (uint64_t at = 1; at <= n_calls; at++) {
+        SH_ASSERT_OK(simfs_new(at, &fs));
+        crash_env_init(&ce, fs, at);
+        spare_workload(&ce.env, &m, &n_acked, &n_zeroed);
+        assert_true(ce.crashed);
+        n_in_spare += ce.in_spare;
+        char msg[WAL_MSG_BYTES];
+        const struct wal_options o = opts_small();
+        struct wal *w = NULL;
+        struct wal_recovered rec;
+        const int rv = wal_open(simfs_env(fs), DIR, &o, &w, &rec, msg, sizeof(msg));
+        if (rv != 0) {
+            fail_msg("crash at call %llu: wal_open: %s: %s", (unsigned long long)at,
+                     wal_strerror(rv), msg);
+        }
+        if (!sh_is_prefix(&rec, &m, n_acked)) {
+            fail_msg("crash at call %llu: recovered %llu entries, wrote %llu, acked %llu",
+                     (unsigned long long)at, (unsigned long long)rec.n_entries,
+                     (unsigned long long)m.n, (unsigned long long)n_acked);
+        }
+        assert_false(simfs_exists(fs, SPARE_PATH));
+        /* and it goes on, spares included */
+        m.n = rec.n_entries;
+        wal_recovered_free(&rec);
+        for (int k = 0; k < 40; k++) {
+            SH_ASSERT_OK(sh_append(w, &m, 20));
+            SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+            prepare_all(w, 512);
+        }
+        wal_close(w);
+        reopen_same(fs, &m);
+        simfs_free(fs);
+    }
+    print_message("      %llu crash points, %llu of them with a spare on disk\n",
+                  (unsigned long long)n_calls, (unsigned long long)n_in_spare);
+    assert_true(n_in_spare > 10);
+}
+
+/* A failed step (disk full) drops the spare and is not the log's problem: the roll
+ * falls back to a preallocated segment, and a later segment gets a spare again. */
+static void test_spare_enospc(void **state)
+{
+    struct simfs *fs;
+    SH_ASSERT_OK(simfs_new(24, &fs));
+    struct sh_model m;
+    sh_model_init(&m);
+    struct wal_recovered rec;
+    struct wal *w = open_ok(fs, &rec);
+    wal_recovered_free(&rec);
+    for (int k = 0; k < 14; k++) { /* past half a segment */
+        SH_ASSERT_OK(sh_append(w, &m, 1));
+    }
+    SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+    struct simfs_faults faults = {.capacity_bytes = simfs_used_bytes(fs) + 300};
+    simfs_set_faults(fs, &faults);
+    bool more = true;
+    assert_int_equal(wal_prepare(w, 4096, &more), WAL_ENOSPC);
+    assert_false(more);
+    assert_false(simfs_exists(fs, SPARE_PATH));
+    assert_int_equal(stats_of(w).n_spare_failures, 1);
+    SH_ASSERT_OK(wal_prepare(w, 4096, &more)); /* no new attempt before the next roll */
+    assert_false(simfs_exists(fs, SPARE_PATH));
+    faults.capacity_bytes = 0;
+    simfs_set_faults(fs, &faults);
+    for (int k = 0; k < 100 && stats_of(w).n_segments_created == 1; k++) {
+        SH_ASSERT_OK(sh_append(w, &m, 1));
+        SH_ASSERT_OK(wal_prepare(w, 4096, &more)); /* still nothing: same segment */
+        assert_false(simfs_exists(fs, SPARE_PATH));
+    }
+    SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+    assert_int_equal(stats_of(w).n_segments_zeroed, 1); /* the first one only */
+    for (int k = 0; k < 100 && !simfs_exists(fs, SPARE_PATH); k++) {
+        SH_ASSERT_OK(sh_append(w, &m, 1));
+        SH_ASSERT_OK(wal_prepare(w, 4096, &more));
+    }
+    assert_true(simfs_exists(fs, SPARE_PATH));
+    SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+    wal_close(w);
+    reopen_same(fs, &m);
+    simfs_free(fs);
+}
+
+/* ---- group writes ----------------------------------------------------------------- */
+
+/* n one-entry batches from the model's end on, each with a hard state. */
+struct group {
+    struct wal_batch b[64];
+    const struct wal_batch *p[64];
+    struct raft_entry e[64];
+    uint8_t bytes[64][SH_ENTRY_BYTES_MAX];
+};
+
+static void group_fill(struct group *g, const struct sh_model *m, uint32_t n, uint64_t term)
+{
+    assert_true(n <= 64);
+    for (uint32_t k = 0; k < n; k++) {
+        sh_entry(&g->e[k], sh_model_last(m) + 1 + k, term, g->bytes[k]);
+        g->b[k] = (struct wal_batch){.entries = &g->e[k],
+                                     .n_entries = 1,
+                                     .has_hard_state = true,
+                                     .hard_state = {term, 1, sh_model_last(m) + k}};
+        g->p[k] = &g->b[k];
+    }
+}
+
+static void group_commit_model(struct sh_model *m, const struct group *g, uint32_t n)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        sh_model_append(m, g->e[k].term);
+        m->hs = g->b[k].hard_state;
+        m->has_hs = true;
+    }
+}
+
+static void test_group_one_write_sealed(void **state)
+{
+    struct simfs *fs;
+    SH_ASSERT_OK(simfs_new(25, &fs));
+    g_segment_bytes = 64 * 1024;
+    struct sh_model m;
+    sh_model_init(&m);
+    struct wal_recovered rec;
+    struct wal *w = open_ok(fs, &rec);
+    wal_recovered_free(&rec);
+    static struct group g;
+    for (int round = 0; round < 5; round++) {
+        group_fill(&g, &m, 40, 1 + (uint64_t)round);
+        struct simfs_stats before;
+        simfs_get_stats(fs, &before);
+        const struct wal_stats ws = stats_of(w);
+        uint32_t n_written = 99;
+        SH_ASSERT_OK(wal_write_group(w, g.p, 40, true, &n_written));
+        assert_int_equal(n_written, 40);
+        group_commit_model(&m, &g, 40);
+        uint64_t durable = 0;
+        SH_ASSERT_OK(wal_sync(w, &durable, NULL));
+        assert_int_equal(durable, sh_model_last(&m));
+        struct simfs_stats after;
+        simfs_get_stats(fs, &after);
+        assert_int_equal(after.n_writes - before.n_writes, 1); /* records and seal at once */
+        assert_int_equal(after.n_syncs - before.n_syncs, 1);
+        assert_int_equal(stats_of(w).n_writes - ws.n_writes, 1);
+    }
+    /* unsealed: wal_sync adds the seal itself */
+    group_fill(&g, &m, 3, 9);
+    struct simfs_stats before;
+    simfs_get_stats(fs, &before);
+    uint32_t n_written = 0;
+    SH_ASSERT_OK(wal_write_group(w, g.p, 3, false, &n_written));
+    group_commit_model(&m, &g, 3);
+    SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+    struct simfs_stats after;
+    simfs_get_stats(fs, &after);
+    assert_int_equal(after.n_writes - before.n_writes, 2);
+    wal_close(w);
+    g_segment_bytes = SMALL_SEGMENTS;
+    struct wal_options o = opts_small();
+    o.segment_bytes = 64 * 1024;
+    struct wal *w2;
+    char msg[WAL_MSG_BYTES];
+    SH_ASSERT_OK(wal_open(simfs_env(fs), DIR, &o, &w2, &rec, msg, sizeof(msg)));
+    SH_ASSERT_SAME(&rec, &m);
+    assert_int_equal(rec.torn_bytes_dropped, 0);
+    wal_recovered_free(&rec);
+    wal_close(w2);
+    simfs_free(fs);
+}
+
+/* Groups that cross segment bounds keep every segment within its bound (as batch-by-
+ * batch writing would), and a power cut after a sealed group loses nothing synced. */
+static void test_group_rolls_and_crash(void **state)
+{
+    struct simfs *fs;
+    SH_ASSERT_OK(simfs_new(26, &fs));
+    struct sh_model m;
+    sh_model_init(&m);
+    struct wal_recovered rec;
+    struct wal *w = open_ok(fs, &rec);
+    wal_recovered_free(&rec);
+    static struct group g;
+    uint64_t n_acked = 0;
+    for (int round = 0; round < 12; round++) {
+        const uint32_t n = 1 + (uint32_t)(round * 7) % 40;
+        group_fill(&g, &m, n, 1 + (uint64_t)round);
+        uint32_t n_written = 0;
+        SH_ASSERT_OK(wal_write_group(w, g.p, n, true, &n_written));
+        group_commit_model(&m, &g, n);
+        if (round % 3 != 2) {
+            SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+            n_acked = m.n;
+        }
+        prepare_all(w, 300);
+    }
+    wal_close(w);
+    struct wal_report rep;
+    char msg[WAL_MSG_BYTES];
+    SH_ASSERT_OK(wal_inspect(simfs_env(fs), DIR, &rep, msg, sizeof(msg)));
+    assert_true(rep.n_segments > 5);
+    for (uint32_t k = 0; k < rep.n_segments; k++) {
+        assert_true(rep.segments[k].used_bytes <= SMALL_SEGMENTS);
+    }
+    wal_report_free(&rep);
+    simfs_crash(fs);
+    w = open_ok(fs, &rec);
+    assert_true(sh_is_prefix(&rec, &m, n_acked));
+    wal_recovered_free(&rec);
+    wal_close(w);
+    simfs_free(fs);
+}
+
+/* A bad batch or a full disk in the middle of a group: the batches before it are in the
+ * log, it and those after are not, and nothing is half written. */
+static void test_group_partial_failure(void **state)
+{
+    struct simfs *fs;
+    SH_ASSERT_OK(simfs_new(27, &fs));
+    g_segment_bytes = 64 * 1024;
+    struct sh_model m;
+    sh_model_init(&m);
+    struct wal_recovered rec;
+    struct wal *w = open_ok(fs, &rec);
+    wal_recovered_free(&rec);
+    static struct group g;
+    group_fill(&g, &m, 10, 1);
+    g.e[6].index += 5; /* batch 6 does not follow the log */
+    uint32_t n_written = 0;
+    assert_int_equal(wal_write_group(w, g.p, 10, true, &n_written), WAL_EINVAL);
+    assert_int_equal(n_written, 6);
+    group_commit_model(&m, &g, 6);
+    assert_int_equal(wal_last_index(w), sh_model_last(&m));
+    SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+    /* disk full after a few more batches: take the segment's zero-filled room away
+     * (everything in it is synced) so that the next writes need new space */
+    group_fill(&g, &m, 10, 2);
+    char path[ENV_PATH_MAX];
+    uint64_t used = 0;
+    last_segment(fs, path, &used);
+    SH_ASSERT_OK(simfs_set_size(fs, path, used));
+    struct simfs_faults faults = {.capacity_bytes = simfs_used_bytes(fs) + 3 * 60 + 30};
+    simfs_set_faults(fs, &faults);
+    const int rv = wal_write_group(w, g.p, 10, true, &n_written);
+    assert_int_equal(rv, WAL_ENOSPC);
+    assert_true(n_written >= 1 && n_written < 10);
+    group_commit_model(&m, &g, n_written);
+    assert_int_equal(wal_last_index(w), sh_model_last(&m));
+    faults.capacity_bytes = 0;
+    simfs_set_faults(fs, &faults);
+    SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+    wal_close(w);
+    struct wal_report rep;
+    char msg[WAL_MSG_BYTES];
+    SH_ASSERT_OK(wal_inspect(simfs_env(fs), DIR, &rep, msg, sizeof(msg)));
+    assert_int_equal(rep.status, 0);
+    assert_false(rep.torn_tail); /* nothing half written */
+    wal_report_free(&rep);
+    w = open_ok(fs, &rec);
+    SH_ASSERT_SAME(&rec, &m);
+    assert_int_equal(rec.torn_bytes_dropped, 0);
+    wal_recovered_free(&rec);
+    wal_close(w);
+    g_segment_bytes = SMALL_SEGMENTS;
+    simfs_free(fs);
+}
+
 /* ---- posix smoke ------------------------------------------------------------------ */
 
 static void rm_dir_files(const char *dir)
@@ -986,6 +1639,14 @@ int main(void)
         cmocka_unit_test(test_missing_segment),
         cmocka_unit_test(test_fsync_error_is_fatal),
         cmocka_unit_test(test_enospc),
+        cmocka_unit_test(test_spare_prepared_and_used),
+        cmocka_unit_test(test_zero_fill_off),
+        cmocka_unit_test(test_stale_spare_never_read),
+        cmocka_unit_test(test_crash_at_every_call_with_spares),
+        cmocka_unit_test(test_spare_enospc),
+        cmocka_unit_test(test_group_one_write_sealed),
+        cmocka_unit_test(test_group_rolls_and_crash),
+        cmocka_unit_test(test_group_partial_failure),
         cmocka_unit_test(test_posix_smoke),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
