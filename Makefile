@@ -225,6 +225,7 @@ soak: all
 	    tests/integration/test_id_10m.py
 
 # Jepsen-style chaos run of $(B)/conclave (tests/chaos/README.md); exits 1 on an anomaly.
+# WORKLOAD=register|lock|ids|watch  NEMESIS=none|kill|pause|partition|slow-disk|clock-jump|mixed
 # RATE=N caps the clients at N ops/s in all (default: as fast as they go).
 WORKLOAD ?= register
 NEMESIS  ?= mixed

@@ -26,9 +26,10 @@
 # pytest or requests for that python (scripts/deps.sh installs python3-pytest and
 # python3-requests), or without BUILD_DIR/conclave, it is skipped with a SKIP line.
 # Env: INTEGRATION_TIMEOUT (600 s).
-# Chaos: tests/chaos (the bounded Jepsen-style pass: linearizability checker tests, kill,
-# pause and partition nemeses on three servers, the --test-stale-reads negative control;
-# about 2 minutes) runs the same way, right after integration, against the same binary:
+# Chaos: tests/chaos (the bounded Jepsen-style pass: linearizability and workload checker
+# tests, register under kill, pause and partition nemeses on three servers, the
+# --test-stale-reads negative control, short lock/ids/watch and slow-disk/clock-jump
+# phases; about 2.5 minutes) runs the same way, right after integration, against the same binary:
 # histories and member logs stay in BUILD_DIR/test-logs/chaos/. Env: CHAOS_TIMEOUT (600 s).
 # Each suite's full output is kept in BUILD_DIR/test-logs/<suite>.log, and the tail of
 # a failing one is echoed below its line.

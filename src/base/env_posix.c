@@ -10,8 +10,16 @@
  *     (EOPNOTSUPP, EINVAL on some network filesystems) it falls back to ftruncate() to
  *     the requested size, which keeps the size right but not the space guarantee.
  *   - File descriptors are opened O_CLOEXEC so a forked helper never inherits the WAL.
+ *   - Test-only fault hooks (the chaos suite, tests/chaos/README.md) are switched by
+ *     environment variables naming a control file; unset, each costs one getenv in the
+ *     process's life and nothing per call. A file set: the disk is full while it exists
+ *     (CONCLAVE_TEST_DISK_FULL_FILE); every fsync/fdatasync first sleeps the number of
+ *     ms it holds (CONCLAVE_TEST_FSYNC_DELAY_FILE); the wall clock is shifted by the
+ *     signed number of ms it holds (CONCLAVE_TEST_CLOCK_OFFSET_FILE). The number files
+ *     are re-read at most every ENV_POSIX_KNOB_REFRESH_MS, never per call.
  *
- * Sections: file handles | files | directories | clock and randomness | the table.
+ * Sections: test hooks | file handles | files | directories | clock and randomness |
+ * the table.
  */
 #include "base/env.h"
 
@@ -31,6 +39,117 @@
 
 #define ENV_POSIX_FILE_MODE 0644 /* data files: owner writes, others may read for backups */
 #define ENV_POSIX_DIR_MODE  0755
+
+/* ---- test hooks -------------------------------------------------------------------- */
+
+/* TEST ONLY knobs: a number in a control file named by an environment variable (the
+ * chaos suite's slow-disk and clock-jump nemeses write, change and remove the files
+ * while the server runs). The file is read at most every ENV_POSIX_KNOB_REFRESH_MS
+ * (not per call: a sync or a clock read must stay cheap), so a change takes effect
+ * within that time. A missing file, an empty one, text that is not a decimal integer,
+ * or a value beyond +-max reads as 0 (off). Thread-safe: the storage thread syncs while
+ * the loop thread reads the clock. */
+#define ENV_POSIX_KNOB_REFRESH_MS     100  /* bounds how stale a knob is, and its cost */
+#define ENV_POSIX_KNOB_FILE_BYTES_MAX 31   /* "-10000\n" and then some */
+#define ENV_POSIX_FSYNC_DELAY_MS_MAX  60000 /* a minute per sync is "very slow disk" */
+#define ENV_POSIX_CLOCK_OFFSET_MS_MAX (INT64_C(366) * 24 * 3600 * 1000) /* a year */
+
+struct env_posix__knob {
+    const char *env_var;
+    int64_t max_abs;
+    pthread_once_t once;
+    const char *path;       /* getenv's string (process-lifetime) or NULL: off */
+    pthread_mutex_t mu;     /* guards the two fields below */
+    bool loaded;
+    uint64_t next_read_ms;  /* CLOCK_MONOTONIC ms at which the file is read again */
+    int64_t value;
+};
+
+static struct env_posix__knob env_posix__fsync_delay = {
+    .env_var = "CONCLAVE_TEST_FSYNC_DELAY_FILE",
+    .max_abs = ENV_POSIX_FSYNC_DELAY_MS_MAX,
+    .once = PTHREAD_ONCE_INIT,
+    .mu = PTHREAD_MUTEX_INITIALIZER,
+};
+
+static struct env_posix__knob env_posix__clock_offset = {
+    .env_var = "CONCLAVE_TEST_CLOCK_OFFSET_FILE",
+    .max_abs = ENV_POSIX_CLOCK_OFFSET_MS_MAX,
+    .once = PTHREAD_ONCE_INIT,
+    .mu = PTHREAD_MUTEX_INITIALIZER,
+};
+
+static void env_posix__fsync_delay_init(void)
+{
+    env_posix__fsync_delay.path = getenv(env_posix__fsync_delay.env_var);
+}
+
+static void env_posix__clock_offset_init(void)
+{
+    env_posix__clock_offset.path = getenv(env_posix__clock_offset.env_var);
+}
+
+static uint64_t env_posix__mono_raw_ms(void)
+{
+    struct timespec ts;
+    const int rv = clock_gettime(CLOCK_MONOTONIC, &ts);
+    CC_ASSERT(rv == 0);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The file's number, or 0 (see above). One bounded read; no EINTR loop needed: a short
+ * or interrupted read is "off" until the next refresh. */
+static int64_t env_posix__knob_read(const char *path, int64_t max_abs)
+{
+    char buf[ENV_POSIX_KNOB_FILE_BYTES_MAX + 1];
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    const ssize_t n = read(fd, buf, ENV_POSIX_KNOB_FILE_BYTES_MAX);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *end = NULL;
+    errno = 0;
+    const long long v = strtoll(buf, &end, 10);
+    if (errno != 0 || end == buf)
+        return 0;
+    while (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t')
+        end++;
+    if (*end != 0 || v > max_abs || v < -max_abs)
+        return 0;
+    return (int64_t)v;
+}
+
+static int64_t env_posix__knob_value(struct env_posix__knob *k, void (*init)(void))
+{
+    pthread_once(&k->once, init);
+    if (k->path == NULL)
+        return 0;
+    const uint64_t now = env_posix__mono_raw_ms();
+    pthread_mutex_lock(&k->mu);
+    if (!k->loaded || now >= k->next_read_ms) {
+        k->value = env_posix__knob_read(k->path, k->max_abs);
+        k->next_read_ms = now + ENV_POSIX_KNOB_REFRESH_MS;
+        k->loaded = true;
+    }
+    const int64_t v = k->value;
+    pthread_mutex_unlock(&k->mu);
+    return v;
+}
+
+/* TEST ONLY: the slow disk. Sleeps the delay (if any) before a sync. */
+static void env_posix__fsync_delay_sleep(void)
+{
+    const int64_t ms = env_posix__knob_value(&env_posix__fsync_delay, env_posix__fsync_delay_init);
+    if (ms <= 0)
+        return;
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
+    for (int i = 0; i < 1000 && nanosleep(&ts, &ts) != 0 && errno == EINTR; i++) {
+        /* interrupted: sleep the rest (bounded: at most 1000 signals) */
+    }
+}
 
 /* ---- file handles ----------------------------------------------------------------- */
 
@@ -156,6 +275,7 @@ static int env_posix_write_at(struct env *env, struct env_file *f, uint64_t offs
 static int env_posix_sync(struct env *env, struct env_file *f)
 {
     CC_ASSERT(f != NULL);
+    env_posix__fsync_delay_sleep();
     return fdatasync(f->fd) == 0 ? 0 : env_posix__errno();
 }
 
@@ -233,6 +353,7 @@ static int env_posix_sync_dir(struct env *env, const char *path)
     if (fd < 0) {
         return env_posix__errno();
     }
+    env_posix__fsync_delay_sleep();
     int rv = fsync(fd) == 0 ? 0 : env_posix__errno();
     close(fd);
     return rv;
@@ -288,9 +409,16 @@ static uint64_t env_posix_mono_ms(struct env *env)
     return env_posix__clock_ms(CLOCK_MONOTONIC);
 }
 
+/* The realtime clock, plus the TEST ONLY offset (CONCLAVE_TEST_CLOCK_OFFSET_FILE): a
+ * clock step as NTP makes it. The monotonic clock is never shifted: a real step does not
+ * move CLOCK_MONOTONIC either (tests/chaos/README.md, "clock-jump"). */
 static uint64_t env_posix_wall_ms(struct env *env)
 {
-    return env_posix__clock_ms(CLOCK_REALTIME);
+    const uint64_t raw = env_posix__clock_ms(CLOCK_REALTIME);
+    const int64_t off = env_posix__knob_value(&env_posix__clock_offset, env_posix__clock_offset_init);
+    if (off < 0 && (uint64_t)(-off) > raw)
+        return 0;
+    return off < 0 ? raw - (uint64_t)(-off) : raw + (uint64_t)off;
 }
 
 static int env_posix_random_bytes(struct env *env, void *buf, size_t n)

@@ -47,6 +47,8 @@ static const char serve_usage[] =
     "  --compact-retain N     keep the newest N revisions of history, compact older ones\n"
     "                         automatically (default 100000; 0 = only POST /v1/compact)\n"
     "  --test-stale-reads     TEST ONLY: serve linearizable reads without ReadIndex (unsafe)\n"
+    "  --test-fsync-delay-file F   TEST ONLY: while F holds N, every fsync sleeps N ms first\n"
+    "  --test-clock-offset-file F  TEST ONLY: the wall clock is shifted by the signed ms in F\n"
     "example (3 nodes; run each with its own --name, --data-dir, --http and --peer):\n"
     "  conclave serve --name n1 --data-dir d1 --http 127.0.0.1:2479 --peer 127.0.0.1:2480 \\\n"
     "    --initial-cluster n1=127.0.0.1:2480,n2=127.0.0.1:2482,n3=127.0.0.1:2484\n"
@@ -283,6 +285,13 @@ int cli_serve_main(int argc, char **argv)
         } else if (strcmp(f, "--compact-retain") == 0 && parse_u64(v, &num) &&
                    num <= INT64_MAX / 2) {
             c.compact_retain_revisions = num;
+        } else if (strcmp(f, "--test-fsync-delay-file") == 0 ||
+                   strcmp(f, "--test-clock-offset-file") == 0) {
+            /* TEST ONLY (tests/chaos): src/base/env_posix.c reads the variable at first use */
+            const bool fsync = strcmp(f, "--test-fsync-delay-file") == 0;
+            setenv(fsync ? "CONCLAVE_TEST_FSYNC_DELAY_FILE" : "CONCLAVE_TEST_CLOCK_OFFSET_FILE", v, 1);
+            fprintf(stderr, "conclave serve: %s: TEST ONLY: %s the number of ms in %s\n", f,
+                    fsync ? "every fsync first sleeps" : "the wall clock is shifted by", v);
         } else {
             fprintf(stderr, "conclave serve: bad flag or value: %s %s\n\n%s", f, v, serve_usage);
             return 2;

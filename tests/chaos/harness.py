@@ -46,16 +46,22 @@ Nemeses (each fault is undone before the next one starts):
              leader, wait for a new leader, write B through it, then read through the old
              leader -- a server that reads without ReadIndex returns A, which the checker
              must flag;
+  slow-disk  every fsync of the target (a third of the time also of a second member)
+             sleeps 20-800 ms first (serve --test-fsync-delay-file, src/base/env_posix.c);
+  clock-jump the target's wall clock jumps by up to +-10 s (half of the time a second
+             jump of the other sign follows), back to 0 at the heal (serve
+             --test-clock-offset-file; the monotonic clock is not touched, README.md);
   mixed      any of the above, chosen per fault;
   none       no faults.
-Slow disk (fsync delay) and clock jumps need server-side test hooks that do not exist
-yet (README.md); they are not faked here.
+
+Workloads: register (above), and lock, ids, watch (workloads.py, checked by checks.py;
+watch also runs the register workload on keys under "w/", which lincheck checks too).
 
 History: history.jsonl, events as lincheck.py reads them, plus {"type":"nemesis"},
 {"type":"leader"} and {"type":"phase"} lines to read failures by.
 
 CLI (make chaos): /usr/bin/python3 tests/chaos/harness.py --minutes N --nemesis kill
-  [--workload register] [--nodes 3] [--clients 5] [--rate OPS_PER_S] [--out build/chaos]
+  [--workload register|lock|ids|watch] [--nodes 3] [--clients 5] [--rate OPS_PER_S] [--out build/chaos]
   [--seed S] [--stale-reads]
 writes build/chaos/<timestamp>/ and exits 0 (no anomalies, no server problems, recovered)
 or 1.
@@ -77,23 +83,26 @@ import threading
 import time
 
 import requests
-import urllib3
-from requests.adapters import HTTPAdapter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
+import checks  # noqa: E402
 import lincheck  # noqa: E402
+import workloads  # noqa: E402
 from cluster import Cluster, default_binary, kill_all_children  # noqa: E402
 from lincheck import CAS, READ, WRITE  # noqa: E402
 from proxy import BLACKHOLE, DROP, Proxy  # noqa: E402
+from workloads import BACKOFF_S, new_session  # noqa: E402,F401
 
-NEMESES = ("none", "kill", "pause", "partition", "mixed")
+NEMESES = ("none", "kill", "pause", "partition", "slow-disk", "clock-jump", "mixed")
+MIXED = ("kill", "pause", "partition", "slow-disk", "clock-jump")
 PARTITIONS = ("isolate", "split", "one-way", "bridge", "flapping")
-WORKLOADS = ("register",)
-BACKOFF_S = 0.05               # a client's pause after an op that did not succeed
+WORKLOADS = ("register", "lock", "ids", "watch")
+FSYNC_DELAY_FILE = "fsync-delay-ms"      # in each member's dir (its cwd): serve reads it
+CLOCK_OFFSET_FILE = "clock-offset-ms"
 
 # ---- config ---------------------------------------------------------------------------
 
@@ -124,6 +133,11 @@ class Config:
         self.budget = lincheck.DEFAULT_BUDGET
         self.mix = (2, 1, 1)           # weights of read, write, cas
         self.rate = None               # ops/s over all clients (None: as fast as they go)
+        self.lock_ttl_ms = 1000        # lock workload: lease ttl of each hold (min 500)
+        self.lock_wait_ms = 1000       # lock workload: how long an acquire may queue
+        self.watchers = 2              # watch workload: SSE watchers
+        self.fsync_delay_ms = (20, 800)    # slow-disk: per-sync delay range
+        self.clock_jump_ms = 10_000        # clock-jump: offsets within +-this
         for k, v in kw.items():
             assert hasattr(self, k), f"unknown config {k}"
             setattr(self, k, v)
@@ -153,6 +167,7 @@ class History:
         self.t0 = time.monotonic_ns()
         self.next_id = 0
         self.events = []
+        self.inv_t = {}
 
     def now(self):
         return time.monotonic_ns() - self.t0
@@ -161,7 +176,7 @@ class History:
         self.events.append(ev)
         self.f.write(json.dumps(ev, separators=(",", ":")) + "\n")
 
-    def invoke(self, client, node, key, f, value=None, expected=None):
+    def invoke(self, client, node, key, f, value=None, expected=None, **extra):
         with self.lock:
             self.next_id += 1
             ev = {"type": "invoke", "id": self.next_id, "client": client, "node": node,
@@ -170,8 +185,15 @@ class History:
                 ev["value"] = value
             if expected is not None:
                 ev["expected"] = expected
+            ev.update(extra)
             self._emit(ev)
+            self.inv_t[self.next_id] = ev["t"]
             return self.next_id
+
+    def t_of(self, oid):
+        """The invoke time of op oid."""
+        with self.lock:
+            return self.inv_t[oid]
 
     def complete(self, oid, typ, **fields):
         with self.lock:
@@ -197,7 +219,8 @@ class History:
 class Keys:
     """Key slots; each slot's key is replaced by a fresh one after ops_per_key ops."""
 
-    def __init__(self, n_slots, ops_per_key):
+    def __init__(self, n_slots, ops_per_key, prefix=""):
+        self.prefix = prefix
         self.lock = threading.Lock()
         self.gen = [0] * n_slots
         self.count = [0] * n_slots
@@ -211,35 +234,14 @@ class Keys:
             if self.count[slot] > self.ops_per_key:
                 self.gen[slot] += 1
                 self.count[slot] = 1
-            key = f"k{slot}.{self.gen[slot]}"
+            key = f"{self.prefix}k{slot}.{self.gen[slot]}"
             if self.count[slot] == 1:
                 self.used.append(key)
             return key
 
 
-def _never_sent(exc):
-    """True when requests failed before a byte of the request left (connect refused or
-    timed out): the op definitely did not happen."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(reason, (urllib3.exceptions.NewConnectionError,
-                               urllib3.exceptions.ConnectTimeoutError))
-
-
-def new_session():
-    s = requests.Session()
-    # max_retries=0: never resend a request behind our back (the history would lie)
-    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=2, max_retries=0)
-    s.mount("http://", adapter)
-    return s
-
-
-def _error_code(r):
-    try:
-        return r.json()["error"]["code"]
-    except (ValueError, KeyError, TypeError):
-        return ""
+_never_sent = workloads.never_sent
+_error_code = workloads.error_code
 
 
 def perform(run, sess, client, node, key, f, value=None, expected=None):
@@ -275,10 +277,10 @@ def perform(run, sess, client, node, key, f, value=None, expected=None):
                 h.complete(oid, "ok", value=v)
                 return "ok", v
             if f == WRITE:
-                h.complete(oid, "ok")
+                h.complete(oid, "ok", revision=j.get("revision"))
                 return "ok", None
             if j["succeeded"]:
-                h.complete(oid, "ok", succeeded=True)
+                h.complete(oid, "ok", succeeded=True, revision=j.get("revision"))
                 return "ok", True
             kvs = j["responses"][0]["get"]["kvs"]
             v = kvs[0]["value"] if kvs else None
@@ -380,6 +382,10 @@ class ChaosCluster:
 
     def __init__(self, root, cfg):
         extra = ["--test-stale-reads"] if cfg.stale_reads else []
+        if cfg.nemesis in ("slow-disk", "clock-jump", "mixed"):
+            # relative: each member runs in its own dir (cluster.py), so each has its own
+            extra += ["--test-fsync-delay-file", FSYNC_DELAY_FILE,
+                      "--test-clock-offset-file", CLOCK_OFFSET_FILE]
         # Run a private copy of the binary: every (re)start in this run execs the same
         # program even if the build tree is relinked meanwhile.
         root = os.path.abspath(root)
@@ -419,6 +425,26 @@ class ChaosCluster:
 
     def heal(self):
         self.proxy.heal()
+
+    def set_knob(self, mid, name, value):
+        """Writes a test-hook control file of member mid (FSYNC_DELAY_FILE or
+        CLOCK_OFFSET_FILE) atomically, or removes it (value None). The server sees the
+        change within 100 ms (env_posix.c)."""
+        path = os.path.join(self.cluster.m(mid).dir, name)
+        if value is None:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            return
+        with open(path + ".tmp", "w", encoding="ascii") as f:
+            f.write(f"{int(value)}\n")
+        os.replace(path + ".tmp", path)
+
+    def clear_knobs(self):
+        for m in self.cluster.members:
+            self.set_knob(m.id, FSYNC_DELAY_FILE, None)
+            self.set_knob(m.id, CLOCK_OFFSET_FILE, None)
 
     def leader_now(self, among=None, timeout=0.7):
         """(leader id, term) by asking running members; the highest-term self-declared
@@ -470,12 +496,16 @@ class Nemesis:
     def begin(self):
         kind = self.run.cfg.nemesis
         if kind == "mixed":
-            kind = self.rng.choice(("kill", "pause", "partition"))
+            kind = self.rng.choice(MIXED)
         self.n_faults += 1
         if kind == "kill":
             return self._kill()
         if kind == "pause":
             return self._pause()
+        if kind == "slow-disk":
+            return self._slow_disk()
+        if kind == "clock-jump":
+            return self._clock_jump()
         if self.run.cfg.probe and not self.probe_done:
             self.probe_done = True
             return self._probe()
@@ -522,6 +552,51 @@ class Nemesis:
             for mid in mids:
                 c.resume(mid)
         return Fault(f"SIGSTOP {what}", undo, mids)
+
+    def _slow_disk(self):
+        """Every fsync of the target (and, a third of the time, of a second member: a
+        slow majority on 3 nodes) sleeps 20-800 ms first."""
+        mids, what = self._targets()
+        others = [m.id for m in self.cc.cluster.members if m.id not in mids]
+        if others and len(mids) == 1 and self.rng.random() < 1 / 3:
+            mids.append(self.rng.choice(others))
+            what += f" + n{mids[-1]}"
+        ms = self.rng.randint(*self.run.cfg.fsync_delay_ms)
+        for mid in mids:
+            self.cc.set_knob(mid, FSYNC_DELAY_FILE, ms)
+
+        def undo():
+            for mid in mids:
+                self.cc.set_knob(mid, FSYNC_DELAY_FILE, None)
+        return Fault(f"slow disk {ms} ms/fsync: {what}", undo, mids)
+
+    def _clock_jump(self):
+        """The target's wall clock jumps by up to +-clock_jump_ms (half of the time a
+        second jump of the other sign follows mid-fault), and back at the heal."""
+        mid, why = self._target()
+        j = self.run.cfg.clock_jump_ms
+        off = self.rng.choice((-1, 1)) * self.rng.randint(j // 20, j)
+        self.cc.set_knob(mid, CLOCK_OFFSET_FILE, off)
+        stop = threading.Event()
+        th = None
+        what = f"clock jump {off:+d} ms: n{mid} ({why})"
+        if self.rng.random() < 0.5:
+            off2 = -(off // abs(off)) * self.rng.randint(j // 20, j)
+            after = self.rng.uniform(0.7, 1.5)
+            what += f", then {off2:+d} ms after {after:.1f}s"
+
+            def second():
+                if not stop.wait(after):
+                    self.cc.set_knob(mid, CLOCK_OFFSET_FILE, off2)
+            th = threading.Thread(target=second, name="clock-jump", daemon=True)
+            th.start()
+
+        def undo():
+            stop.set()
+            if th is not None:
+                th.join(5)
+            self.cc.set_knob(mid, CLOCK_OFFSET_FILE, None)
+        return Fault(what, undo, [mid])
 
     def _mode(self):
         return self.rng.choice((DROP, BLACKHOLE))
@@ -695,7 +770,10 @@ class Run:
         self.history = None
         self.cc = None
         self.cluster = None
-        self.keys = Keys(cfg.keys, cfg.ops_per_key)
+        self.keys = Keys(cfg.keys, cfg.ops_per_key,
+                         workloads.WATCH_PREFIX if cfg.workload == "watch" else "")
+        self.checks = []               # checks.Result of the workload (lock, ids, watch)
+        self.watch_final = None
         self.faults = []               # {"start": ns, "end": ns, "what": str}
         self.problems = []
         self.recovered = None
@@ -716,7 +794,8 @@ def run(cfg, out_dir, log=print):
     r.history = History(os.path.join(r.out_dir, "history.jsonl"))
     r.cc = ChaosCluster(os.path.join(r.out_dir, "cluster"), cfg)
     r.cluster = r.cc.cluster
-    clients = Clients(r)
+    clients = None
+    watchers = None
     monitor = Monitor(r)
     nemesis = Nemesis(r)
     active = None
@@ -726,6 +805,18 @@ def run(cfg, out_dir, log=print):
         r.cc.start(cfg.ready_timeout)
         r.cluster.leader(timeout=cfg.ready_timeout)
         r.history.note("phase", what="cluster ready")
+        if cfg.workload == "lock":
+            clients = workloads.LockClients(r)
+        elif cfg.workload == "ids":
+            workloads.setup_ids(r)
+            clients = workloads.IdClients(r)
+        else:
+            clients = Clients(r)
+        if cfg.workload == "watch":
+            start_rev = workloads.current_revision(r)
+            r.history.note("phase", what="watch start", start_revision=start_rev)
+            watchers = workloads.Watchers(r, start_rev)
+            watchers.start()
         monitor.start()
         clients.start()
         stop_at = time.monotonic() + cfg.seconds
@@ -762,7 +853,20 @@ def run(cfg, out_dir, log=print):
             r.problems.append(f"client threads did not stop: {stuck}")
         r.problems += clients.errors
         r.history.note("phase", what="final reads")
-        final_reads(r)
+        if cfg.workload in ("register", "watch"):
+            final_reads(r)
+        if watchers is not None:
+            r.watch_final = workloads.final_range(r)
+            if r.watch_final is not None:
+                target = max([watchers.start_rev] +
+                             [mr for mr, _ in r.watch_final[0].values()])
+                watchers.wait_caught_up(target, timeout=20)
+            for w in range(watchers.n):
+                r.history.note("watch-final", watcher=w, last=watchers.last[w])
+            stuck = watchers.stop(timeout=WATCH_STOP_S)
+            if stuck:
+                r.problems.append(f"watcher threads did not stop: {stuck}")
+            r.problems += watchers.errors
         monitor.stop()
         ok_after = [e for e in r.history.events
                     if e["type"] == "ok" and e["t"] >= t_rec]
@@ -770,7 +874,10 @@ def run(cfg, out_dir, log=print):
         if not r.recovered:
             r.problems.append("no op succeeded after the final heal (liveness)")
     finally:
-        clients.stop(timeout=cfg.client_timeout * 3 + 5)
+        if clients is not None:
+            clients.stop(timeout=cfg.client_timeout * 3 + 5)
+        if watchers is not None:
+            watchers.stop(timeout=WATCH_STOP_S)
         monitor.stop()
         if active is not None:
             try:
@@ -790,17 +897,38 @@ def run(cfg, out_dir, log=print):
     r.probe = getattr(nemesis, "probe_result", None)
     r.leader_changes = monitor.leader_changes
     t0 = time.monotonic()
-    ops = lincheck.ops_from_events(r.history.events)
+    ev = r.history.events
+    reg_ids = _register_ids(ev)
+    reg = [e for e in ev if "id" not in e or e["id"] in reg_ids]
+    ops = lincheck.ops_from_events(reg)
     r.report = lincheck.check(ops, budget=cfg.budget)
+    if cfg.workload == "lock":
+        r.checks.append(checks.check_lock(ev))
+    elif cfg.workload == "ids":
+        r.checks.append(checks.check_ids(ev))
+    elif cfg.workload == "watch":
+        start = next(e["start_revision"] for e in ev if e.get("what") == "watch start")
+        r.checks.append(checks.check_watch(ev, start, r.watch_final, cfg.watchers,
+                                           workloads.WATCH_PREFIX))
     r.check_s = time.monotonic() - t0
-    r.summary = summarize(r, ops)
+    r.summary = summarize(r, checks.pair_events(ev))
     write_summary(r)
     log(summary_text(r).rstrip())
     return r
 
 
+WATCH_STOP_S = workloads.WATCH_READ_TIMEOUT_S + 5   # a watcher notices stop after a read
+
+
+def _register_ids(events):
+    """Ids of the register ops (read, write, cas) among events."""
+    return {e["id"] for e in events if e.get("type") == "invoke" and
+            e.get("f") in (READ, WRITE, CAS)}
+
+
 def heal_all(r):
     r.cc.heal()
+    r.cc.clear_knobs()
     c = r.cluster
     for m in c.members:
         if m.state == "paused":
@@ -848,6 +976,9 @@ def summarize(r, ops):
     n = len(ops)
     n_unknown = sum(1 for op in ops if op.status == "unknown")
     rep = r.report
+    lin = r.cfg.workload in ("register", "watch")
+    verdicts = ([rep.verdict] if lin else []) + [f"{c.name}: {c.verdict}" for c in r.checks]
+    n_anom = len(rep.violations) + sum(len(c.anomalies) for c in r.checks)
     return {
         "workload": r.cfg.workload, "nemesis": r.cfg.nemesis, "nodes": r.cfg.nodes,
         "seconds": r.cfg.seconds, "seed": r.cfg.seed, "stale_reads": r.cfg.stale_reads,
@@ -859,9 +990,12 @@ def summarize(r, ops):
         "unknown": n_unknown,
         "unknown_rate": round(n_unknown / n, 4) if n else 0.0,
         "by_op": by_f,
-        "check": rep.verdict,
-        "anomalies": len(rep.violations),
-        "anomaly_keys": [v.key for v in rep.violations],
+        "check": "; ".join(verdicts),
+        "anomalies": n_anom,
+        "anomaly_keys": [v.key for v in rep.violations] + [x for c in r.checks
+                                                           for x in c.rules()],
+        "checks": {c.name: {"anomalies": c.anomalies[:100], "stats": c.stats}
+                   for c in r.checks},
         "unchecked_keys": [v.key for v in rep.unknown_keys],
         "keys_checked": len(rep.keys),
         "check_seconds": round(r.check_s, 2),
@@ -879,7 +1013,8 @@ def summarize(r, ops):
         "probe": r.probe,
         "recovered": r.recovered,
         "server_problems": r.problems,
-        "passed": rep.ok and not r.problems and bool(r.recovered),
+        "passed": rep.ok and all(c.ok for c in r.checks) and not r.problems and
+        bool(r.recovered),
     }
 
 
@@ -909,6 +1044,8 @@ def summary_text(r):
         lines.append(f"  server problem: {p}")
     for f in s["fault_log"][:50]:
         lines.append(f"    {f['start_s']:8.3f}s .. {f['end_s']:8.3f}s  {f['what']}")
+    for c in r.checks:
+        lines.append("  " + c.text().replace("\n", "\n  "))
     if r.report is not None and not r.report.ok:
         lines.append(r.report.text())
     lines.append(f"  files: {r.out_dir}/history.jsonl, summary.json, cluster/n*/log")

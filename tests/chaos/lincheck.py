@@ -127,10 +127,12 @@ def describe(op):
     return f"{what} = {res}"
 
 
-def ops_from_events(events):
+def ops_from_events(events, skip_other=False):
     """Pairs JSON-line events (dicts) into Ops; invokes without completion are unknown.
-    Raises ValueError on a malformed event."""
+    Raises ValueError on a malformed event. skip_other: ops of other workloads (an f
+    other than read/write/cas: locks, ids) are left out instead of refused."""
     pending = {}
+    skipped = set()
     ops = []
     for ev in events:
         if "id" not in ev or ev.get("type") not in ("invoke", OK, FAIL, UNKNOWN):
@@ -139,11 +141,16 @@ def ops_from_events(events):
         if ev["type"] == "invoke":
             if oid in pending:
                 raise ValueError(f"op {oid} invoked twice")
+            if ev.get("f") not in (READ, WRITE, CAS) and skip_other:
+                skipped.add(oid)
+                continue
             if ev.get("f") not in (READ, WRITE, CAS):
                 raise ValueError(f"op {oid}: unknown f {ev.get('f')!r}")
             pending[oid] = ev
             continue
         inv = pending.pop(oid, None)
+        if inv is None and oid in skipped:
+            continue
         if inv is None:
             raise ValueError(f"op {oid} completes without an invoke")
         st = ev["type"]
@@ -172,7 +179,7 @@ def load_history(path):
                 events.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{n}: {e}") from None
-    return ops_from_events(events)
+    return ops_from_events(events, skip_other=True)
 
 
 # ---- model -----------------------------------------------------------------------------

@@ -5,10 +5,13 @@ the final heal; and the negative control -- the same workload and the partition
 nemesis against servers started with --test-stale-reads -- must be flagged as not
 linearizable, on the deterministic stale-read probe at least.
 
-Also: the fault proxy's pass / blackhole / drop modes on plain sockets.
+Also: the fault proxy's pass / blackhole / drop modes on plain sockets; and short phases
+(CHAOS_SHORT_SECONDS, 6 s of workload) of the lock workload under pause, ids under
+clock-jump, watch under kill and register under slow-disk (workloads.py, checks.py;
+their checkers' negative controls are in test_checks.py).
 
-Budget: about 2 minutes in all on the 2-core machine with the ASan build (each nemesis
-run is CHAOS_SECONDS of workload, 18 s by default, plus start-up, recovery and final
+Budget: about 2.5 minutes in all on the 2-core machine with the ASan build (each register
+run is CHAOS_SECONDS of workload, 14 s by default, plus start-up, recovery and final
 reads). Every run's history.jsonl, summary.txt and member logs stay in the test's tmp dir
 (run-tests.sh: build/asan/test-logs/chaos/); a failure prints the summary, the shrunk
 violation window, and where the files are.
@@ -25,12 +28,22 @@ import harness
 import lincheck
 from proxy import BLACKHOLE, DROP, PASS, Proxy
 
-SECONDS = float(os.environ.get("CHAOS_SECONDS", "18"))
+SECONDS = float(os.environ.get("CHAOS_SECONDS", "14"))
+SHORT = float(os.environ.get("CHAOS_SHORT_SECONDS", "6"))   # the new workloads / nemeses
 
 
 def _run(tmp_path, **kw):
     cfg = harness.Config(**kw)
     return harness.run(cfg, tmp_path / "run", log=print)
+
+
+def _assert_passed(r, min_faults=1):
+    """Any workload: no anomaly, no server problem, served again after the heal."""
+    s = r.summary
+    msg = "\n" + harness.summary_text(r)
+    assert s["passed"] and s["anomalies"] == 0, msg
+    assert s["faults"] >= min_faults, msg
+    return s, msg
 
 
 def _assert_clean(r, min_faults=2):
@@ -191,3 +204,44 @@ def test_negative_control_stale_reads_are_caught(tmp_path):
     # the flag is the only thing wrong: the servers themselves stayed healthy
     assert not s["server_problems"], text
     assert time.monotonic() - t0 < 60
+
+
+# ---- the other workloads and nemeses (short phases) ----------------------------------------
+
+
+def test_lock_workload_under_pause(tmp_path):
+    """Locks, fencing tokens and the protected counter while the leader (first) or a
+    member is SIGSTOPped: holds' leases outlive pauses on the old leader, or expire and
+    the lock moves on -- never two believers, never a double increment."""
+    r = _run(tmp_path, workload="lock", nemesis="pause", seconds=SHORT)
+    s, msg = _assert_passed(r)
+    st = s["checks"]["lock"]["stats"]
+    assert st["acquired"] >= 20 and st["counter increments"] >= 10, msg
+
+
+def test_ids_workload_under_clock_jumps(tmp_path):
+    """Segment and snowflake ids from all members while one member's wall clock jumps by
+    up to +-10 s (a backward jump makes its snowflake generator take a fresh worker)."""
+    r = _run(tmp_path, workload="ids", nemesis="clock-jump", seconds=SHORT)
+    s, msg = _assert_passed(r)
+    st = s["checks"]["ids"]["stats"]
+    assert st["segment ids"] >= 100 and st["snowflake ids"] >= 100, msg
+    assert any("clock jump" in f["what"] for f in s["fault_log"]), msg
+
+
+def test_watch_workload_under_kill(tmp_path):
+    """SSE watchers see exactly the committed history of their prefix while members are
+    killed and restarted (a watcher on a killed member resumes elsewhere)."""
+    r = _run(tmp_path, workload="watch", nemesis="kill", seconds=SHORT)
+    s, msg = _assert_passed(r)
+    st = s["checks"]["watch"]["stats"]
+    assert st["revisions"] >= 50 and st["acked writes"] >= 50, msg
+    assert s["check"].startswith("linearizable"), msg
+
+
+def test_register_under_slow_disk(tmp_path):
+    """Registers stay linearizable while fsyncs of one or two members take 20-800 ms."""
+    r = _run(tmp_path, workload="register", nemesis="slow-disk", seconds=SHORT)
+    s, msg = _assert_passed(r)
+    assert any("slow disk" in f["what"] for f in s["fault_log"]), msg
+    assert s["ok"] >= 100, msg
