@@ -14,7 +14,14 @@
  * are given; bench_floor_close() (called by bench_fdatasync_floor() in every case)
  * removes it.
  *
- * Sections: clock | order statistics | fdatasync floor.
+ * Sections: clock | order statistics | fdatasync floor | latency histogram.
+ *
+ * The latency histogram (struct bench_hist) is for drivers that take too many samples to
+ * keep (an open-loop driver at 50k requests/s): HDR-style log-linear buckets over
+ * nanoseconds, exact below 2^BENCH_HIST_SUB_BITS ns, within 1/2^BENCH_HIST_SUB_BITS
+ * (0.8%) above; quantiles answer a bucket's upper edge (never below the true value, as
+ * HdrHistogram's highestEquivalentValue), capped at the exact maximum. It is a plain
+ * struct of counters: zero it to start, one per thread, merge with bench_hist_add().
  */
 #ifndef CC_BENCH_BENCH_UTIL_H
 #define CC_BENCH_BENCH_UTIL_H
@@ -204,6 +211,96 @@ static inline int bench_fdatasync_floor(const char *path, enum bench_floor_mode 
         bench_floor_stats(sample_us, n, seconds, out);
     }
     return rv;
+}
+
+/* ---- latency histogram ------------------------------------------------------------ */
+
+#define BENCH_HIST_SUB_BITS 7  /* 128 buckets per power of two: 0.8% resolution */
+#define BENCH_HIST_TOP_BITS 40 /* values up to 2^40 ns (18 minutes); above: clamped */
+#define BENCH_HIST_BUCKETS \
+    ((1u << BENCH_HIST_SUB_BITS) * (1u + BENCH_HIST_TOP_BITS - BENCH_HIST_SUB_BITS))
+
+_Static_assert(BENCH_HIST_SUB_BITS < BENCH_HIST_TOP_BITS && BENCH_HIST_TOP_BITS < 63,
+               "the top range must hold the sub-bucket range and fit in 64 bits");
+
+struct bench_hist {
+    uint64_t count;   /* values recorded */
+    uint64_t max_ns;  /* the exact largest value */
+    uint64_t clamped; /* values at or above 2^BENCH_HIST_TOP_BITS ns (in the last bucket) */
+    uint64_t bucket[BENCH_HIST_BUCKETS];
+};
+
+/* Bucket of v ns: v itself below 2^SUB_BITS; above, [2^m, 2^(m+1)) is cut into
+ * 2^SUB_BITS equal buckets. */
+static inline uint32_t bench_hist_index(uint64_t v)
+{
+    const uint32_t sub = 1u << BENCH_HIST_SUB_BITS;
+    if (v < sub) {
+        return (uint32_t)v;
+    }
+    if (v >> BENCH_HIST_TOP_BITS != 0) {
+        return BENCH_HIST_BUCKETS - 1;
+    }
+    const uint32_t m = 63u - (uint32_t)__builtin_clzll(v); /* SUB_BITS <= m < TOP_BITS */
+    const uint32_t shift = m - BENCH_HIST_SUB_BITS;
+    return sub + shift * sub + (uint32_t)((v >> shift) - sub);
+}
+
+/* The largest value that falls into bucket i. */
+static inline uint64_t bench_hist_upper(uint32_t i)
+{
+    const uint32_t sub = 1u << BENCH_HIST_SUB_BITS;
+    if (i < sub) {
+        return i;
+    }
+    const uint32_t shift = (i - sub) / sub;
+    const uint64_t lead = (uint64_t)sub + (i - sub) % sub;
+    return ((lead + 1) << shift) - 1;
+}
+
+static inline void bench_hist_record(struct bench_hist *h, uint64_t v_ns)
+{
+    h->bucket[bench_hist_index(v_ns)]++;
+    h->count++;
+    h->clamped += (v_ns >> BENCH_HIST_TOP_BITS) != 0;
+    if (v_ns > h->max_ns) {
+        h->max_ns = v_ns;
+    }
+}
+
+/* into += from */
+static inline void bench_hist_add(struct bench_hist *into, const struct bench_hist *from)
+{
+    for (uint32_t i = 0; i < BENCH_HIST_BUCKETS; i++) {
+        into->bucket[i] += from->bucket[i];
+    }
+    into->count += from->count;
+    into->clamped += from->clamped;
+    if (from->max_ns > into->max_ns) {
+        into->max_ns = from->max_ns;
+    }
+}
+
+/* The q-quantile (0 <= q <= 1) in ns: the upper edge of the bucket holding the value of
+ * rank ceil(q * count) (at least 1), capped at max_ns; 0 when empty. */
+static inline uint64_t bench_hist_quantile(const struct bench_hist *h, double q)
+{
+    if (h->count == 0) {
+        return 0;
+    }
+    double want_d = q * (double)h->count;
+    uint64_t want = (uint64_t)want_d;
+    want += (double)want < want_d;
+    want = want < 1 ? 1 : (want > h->count ? h->count : want);
+    uint64_t seen = 0;
+    for (uint32_t i = 0; i < BENCH_HIST_BUCKETS; i++) {
+        seen += h->bucket[i];
+        if (seen >= want) {
+            const uint64_t up = bench_hist_upper(i);
+            return up < h->max_ns ? up : h->max_ns;
+        }
+    }
+    return h->max_ns;
 }
 
 #endif /* CC_BENCH_BENCH_UTIL_H */

@@ -103,7 +103,7 @@ if [ "${BENCH_WAL:-1}" != 0 ]; then
 fi
 if [ "${BENCH_ID:-1}" != 0 ]; then
     echo
-    echo "bench: ID service: segment and snowflake ids/s over HTTP (about 2 minutes)"
+    echo "bench: ID service: ids/s over HTTP and RESP, open-loop burst latency (about 8 minutes)"
     PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 "$root/bench/id_bench.py" --build-dir "$dir" \
         --reps "${BENCH_ID_REPS:-3}" --duration "${BENCH_ID_SECONDS:-3}" || status=1
 fi
