@@ -199,7 +199,7 @@ test:
 	$(MAKE) B=build/asan SAN=asan all
 	@scripts/run-tests.sh build/asan
 
-bench: all $(B)/bench/physlimits $(B)/bench/wal_bench
+bench: all $(B)/bench/physlimits $(B)/bench/wal_bench $(B)/bench/kv_lookup_bench
 	@scripts/deps.sh
 	@scripts/bench.sh $(B)
 
@@ -213,6 +213,12 @@ $(B)/bench/wal_bench: $(call obj,bench/wal_bench.c) $(LIBCONCLAVE)
 	@mkdir -p $(@D)
 	$(call link)
 -include $(B)/obj/bench/wal_bench.d
+
+# bench/kv_lookup_bench.c: exact-key lookups in the MVCC store (hash index; docs/kv.md).
+$(B)/bench/kv_lookup_bench: $(call obj,bench/kv_lookup_bench.c) $(LIBCONCLAVE)
+	@mkdir -p $(@D)
+	$(call link)
+-include $(B)/obj/bench/kv_lookup_bench.d
 
 need_sim = @test -x $(B)/conclave-sim || { echo "$@: $(B)/conclave-sim is not built (no sim/main.c yet)" >&2; exit 1; }
 

@@ -101,6 +101,12 @@ if [ "${BENCH_WAL:-1}" != 0 ]; then
         status=1
     fi
 fi
+if [ "${BENCH_KV_LOOKUP:-1}" != 0 ] && [ -x "$dir/bench/kv_lookup_bench" ]; then
+    echo
+    echo "bench: KV store exact lookups, 100k and 1M keys (about 1 minute)"
+    "$dir/bench/kv_lookup_bench" 100000 1000000 3 || status=1
+    "$dir/bench/kv_lookup_bench" 1000000 1000000 3 || status=1
+fi
 if [ "${BENCH_ID:-1}" != 0 ]; then
     echo
     echo "bench: ID service: ids/s over HTTP and RESP, open-loop burst latency (about 8 minutes)"

@@ -1,4 +1,5 @@
-/* kv.c -- MVCC key-value state machine. Pure: no IO, no clock, no randomness.
+/* kv.c -- MVCC key-value state machine. Pure: no IO, no clock, and randomness only for
+ * the seed of a local lookup index that nothing observable depends on (kv_new).
  *
  * Layout in memory:
  *   - kv->keys: AVL index (kv_avl.c) of struct kv_key ordered by key bytes. Each key
@@ -10,13 +11,26 @@
  *     (watches) without scanning keys, and it drives compaction.
  *   - kv->leases: AVL of struct kv_lease_set by lease id; each holds an intrusive list
  *     of the keys whose current version is attached to that lease.
+ *   - kv->slots: a hash index over the same struct kv_key records, for exact lookups
+ *     (put, single-key get/delete, compare): one or two cache misses where the tree
+ *     walk costs ~17 at 100k keys. Open addressing, linear probing in Robin Hood order
+ *     (a key never sits further from its home slot than the key before it, which keeps
+ *     the longest probe near 10 at a million keys and lets a miss stop early),
+ *     power-of-two size, load at most 1/2, backward-shift deletion (no tombstones).
+ *     The index is local and optional: its seed comes from the host's randomness at
+ *     kv_new, never from replicated state, and nothing observable depends on it. A
+ *     key whose probe would reach KV_HASH_PROBE_MAX (chosen keys flooding one region)
+ *     is left out and counted in n_unhashed; a hash miss falls back to the tree
+ *     whenever n_unhashed > 0, so correctness never depends on the hash, only speed.
  *
- * Invariants (checked by the snapshot decoder on input, and by the tests):
+ * Invariants (checked by the snapshot decoder on input, and by kv_check):
  *   - revision >= 1, 0 <= compacted <= revision; every revision in
  *     (max(compacted, 1), revision] has at least one change stored.
  *   - reads at r >= compacted see, per key, the newest version with mod_revision <= r.
  *   - a key is attached to lease L iff its newest version is live with lease L.
  *   - n_live = keys whose newest version is live.
+ *   - every key of kv->keys is in kv->slots exactly once, within KV_HASH_PROBE_MAX of
+ *     its home, or counted in n_unhashed; the slots hold nothing else.
  *
  * Compaction is logical at once and physical later. COMPACT(r) sets compacted = r, so
  * reads below r fail from then on. Versions that r made unreadable (superseded at or
@@ -31,17 +45,20 @@
  * cannot fail except by running out of memory, which aborts: a replica that applied
  * half an entry would diverge silently, a crashed one replays its log.
  *
- * Sections: types | memory | arena | index | versions and log | leases | compaction |
- * reads | apply | history | canonical image (digest, snapshot) | lifecycle and queries.
+ * Sections: types | memory | arena | hash index | index | versions and log | leases |
+ * compaction | reads | apply | history | canonical image (digest, snapshot) | lifecycle
+ * and queries.
  */
 #include "sm/kv.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/assert.h"
 #include "base/crc32c.h"
+#include "base/env.h"
 #include "base/hash.h"
 #include "base/le.h"
 #include "sm/kv_avl.h"
@@ -72,6 +89,7 @@ struct kv_key {
     int64_t lease;           /* the lease this key is attached to now, 0 = none */
     struct kv_avl_node node; /* in kv->keys */
     uint32_t key_len;
+    uint32_t hash; /* key_hash(): fills what was padding, sizeof is unchanged */
     uint8_t key[];
 };
 
@@ -99,6 +117,13 @@ struct kv {
     size_t log_cap;
     uint64_t n_live;
     uint64_t n_versions;
+    /* hash index over kv->keys (local, never replicated: see the essay) */
+    struct kv_key **slots; /* hash_cap entries, NULL = empty */
+    size_t hash_cap;       /* 0 or a power of two */
+    size_t n_hashed;       /* keys in slots */
+    size_t n_unhashed;     /* keys in kv->keys left out of slots */
+    uint64_t hash_seed[2];
+    kv_test_hash_fn test_hash; /* TEST ONLY: replaces key_hash when set */
     /* the write in progress */
     int64_t write_rev;  /* revision the changes take: revision + 1 */
     uint32_t write_sub; /* next sub-revision */
@@ -226,6 +251,240 @@ void kv_range_resp_free(struct kv_range_resp *resp)
     memset(resp, 0, sizeof *resp);
 }
 
+/* ==== hash index ========================================================= */
+
+#define KV_HASH_PREFETCH_AHEAD 8 /* slots: enough misses in flight to hide latency */
+#if defined(__GNUC__) || defined(__clang__)
+#define KV_PREFETCH(p) __builtin_prefetch(p)
+#else
+#define KV_PREFETCH(p) ((void)(p))
+#endif
+
+/* FNV-1a 64 (base/hash.h) from a seeded basis, then MurmurHash3's fmix64 finalizer:
+ * FNV-1a's low bits depend on few input bits (bit 0 is the parity of the bytes' low
+ * bits) and the table is indexed by the low bits. Folded to 32 bits. */
+static uint32_t key_hash(const struct kv *kv, const uint8_t *key, uint32_t key_len)
+{
+    if (kv->test_hash != NULL) {
+        return kv->test_hash(key, key_len);
+    }
+    uint64_t h = hash_fnv1a64(HASH_FNV_INIT ^ kv->hash_seed[0], key, key_len) ^ kv->hash_seed[1];
+    h ^= h >> 33;
+    h *= UINT64_C(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    h *= UINT64_C(0xc4ceb9fe1a85ec53);
+    h ^= h >> 33;
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+/* How far the key in slot pos sits from its home slot. */
+static size_t hash_dist(const struct kv *kv, const struct kv_key *k, size_t pos)
+{
+    size_t mask = kv->hash_cap - 1;
+    return (pos - (k->hash & mask)) & mask;
+}
+
+/* Exact lookup in the table only. NULL when absent from it (the key may still be in
+ * the tree when n_unhashed > 0). */
+static struct kv_key *hash_find(const struct kv *kv, uint32_t hash, const uint8_t *key,
+                                uint32_t key_len)
+{
+    if (kv->hash_cap == 0) {
+        return NULL;
+    }
+    size_t mask = kv->hash_cap - 1;
+    size_t pos = hash & mask;
+    for (size_t d = 0; d < KV_HASH_PROBE_MAX; d++, pos = (pos + 1) & mask) {
+        struct kv_key *k = kv->slots[pos];
+        if (k == NULL) {
+            return NULL;
+        }
+        if (k->hash == hash && k->key_len == key_len && memcmp(k->key, key, key_len) == 0) {
+            return k;
+        }
+        if (hash_dist(kv, k, pos) < d) {
+            return NULL; /* Robin Hood order: the key would have taken this slot */
+        }
+    }
+    return NULL;
+}
+
+/* The slot holding k, or SIZE_MAX when k is not in the table. */
+static size_t hash_slot_of(const struct kv *kv, const struct kv_key *k)
+{
+    if (kv->hash_cap == 0) {
+        return SIZE_MAX;
+    }
+    size_t mask = kv->hash_cap - 1;
+    size_t pos = k->hash & mask;
+    for (size_t d = 0; d < KV_HASH_PROBE_MAX; d++, pos = (pos + 1) & mask) {
+        const struct kv_key *cur = kv->slots[pos];
+        if (cur == k) {
+            return pos;
+        }
+        if (cur == NULL || hash_dist(kv, cur, pos) < d) {
+            return SIZE_MAX;
+        }
+    }
+    return SIZE_MAX;
+}
+
+/* Puts k (hash set, not yet in the table) into the table as it is. Robin Hood: the
+ * carried key takes the slot of a resident that sits closer to its own home, and the
+ * resident is carried on. Whichever key is carried when its probe would reach
+ * KV_HASH_PROBE_MAX stays out (counted unhashed); the table stays valid either way. */
+static void hash_place(struct kv *kv, struct kv_key *k)
+{
+    if (kv->hash_cap == 0) {
+        kv->n_unhashed++;
+        return;
+    }
+    size_t mask = kv->hash_cap - 1;
+    size_t pos = k->hash & mask;
+    size_t d = 0;
+    struct kv_key *carry = k;
+    kv->n_hashed++;
+    /* Every step moves pos on by one, so a table with an empty slot ends this within
+     * hash_cap steps; the bound only matters for a full one (growth failed). */
+    for (size_t step = 0; step < kv->hash_cap; step++, d++, pos = (pos + 1) & mask) {
+        if (d == KV_HASH_PROBE_MAX) {
+            break;
+        }
+        struct kv_key *cur = kv->slots[pos];
+        if (cur == NULL) {
+            kv->slots[pos] = carry;
+            return;
+        }
+        size_t cur_d = hash_dist(kv, cur, pos);
+        if (cur_d < d) {
+            kv->slots[pos] = carry;
+            carry = cur;
+            d = cur_d;
+        }
+    }
+    kv->n_hashed--;
+    kv->n_unhashed++;
+}
+
+/* Moves the table to cap slots. From the old table it costs O(old size) and keeps
+ * unhashed keys out; from the tree it costs O(keys) and gives every key a new chance
+ * (used when that is within a constant of the table size, so flooding cannot make
+ * resizes expensive, and for rebuilds). The index is an accelerator: when the new table
+ * cannot be allocated the old one stays, still correct. */
+static bool hash_resize(struct kv *kv, size_t cap, bool from_tree)
+{
+    CC_ASSERT(cap >= KV_HASH_SLOTS_MIN);
+    CC_ASSERT((cap & (cap - 1)) == 0);
+    CC_ASSERT(cap <= KV_HASH_SLOTS_MAX);
+    struct kv_key **slots = calloc(cap, sizeof *slots);
+    if (slots == NULL) {
+        return false;
+    }
+    struct kv_key **old = kv->slots;
+    size_t old_cap = kv->hash_cap;
+    kv->slots = slots;
+    kv->hash_cap = cap;
+    kv->n_hashed = 0;
+    if (from_tree) {
+        kv->n_unhashed = 0;
+        for (struct kv_avl_node *n = kv_avl_first(&kv->keys); n != NULL; n = kv_avl_next(n)) {
+            hash_place(kv, KEY_OF(n));
+        }
+    } else {
+        for (size_t i = 0; i < old_cap; i++) {
+            /* Each key's hash is a cache miss: ask for a few ahead (a resize of a large
+             * table is one pause inside one apply, see hash_add). */
+            size_t ahead = i + KV_HASH_PREFETCH_AHEAD;
+            if (ahead < old_cap && old[ahead] != NULL) {
+                KV_PREFETCH(&old[ahead]->hash);
+            }
+            if (old[i] != NULL) {
+                hash_place(kv, old[i]);
+            }
+        }
+    }
+    free(old);
+    return true;
+}
+
+/* Indexes a new key k (hash set) that is about to be linked into the tree. */
+static void hash_add(struct kv *kv, struct kv_key *k)
+{
+    if ((kv->n_hashed + 1) * 2 > kv->hash_cap && kv->hash_cap < KV_HASH_SLOTS_MAX) {
+        size_t cap = kv->hash_cap == 0 ? KV_HASH_SLOTS_MIN : kv->hash_cap * 2;
+        (void)hash_resize(kv, cap, kv->n_unhashed > 0 && kv->keys.n_nodes <= cap);
+    }
+    hash_place(kv, k);
+}
+
+/* Drops k, already unlinked from the tree, from the index: backward-shift deletion
+ * pulls the rest of its run one slot nearer home, so no tombstones are needed. */
+static void hash_remove(struct kv *kv, struct kv_key *k)
+{
+    size_t pos = hash_slot_of(kv, k);
+    if (pos == SIZE_MAX) {
+        CC_ASSERT(kv->n_unhashed > 0);
+        kv->n_unhashed--;
+        return;
+    }
+    size_t mask = kv->hash_cap - 1;
+    for (size_t step = 0; step < kv->hash_cap; step++) {
+        size_t next = (pos + 1) & mask;
+        struct kv_key *nk = kv->slots[next];
+        if (nk == NULL || hash_dist(kv, nk, next) == 0) {
+            break;
+        }
+        kv->slots[pos] = nk;
+        pos = next;
+    }
+    kv->slots[pos] = NULL;
+    CC_ASSERT(kv->n_hashed > 0);
+    kv->n_hashed--;
+    /* Shrink at load 1/8 to 1/4 (growth is at 1/2: no thrashing). */
+    if (kv->hash_cap > KV_HASH_SLOTS_MIN && kv->n_hashed * 8 < kv->hash_cap) {
+        size_t cap = kv->hash_cap / 2;
+        (void)hash_resize(kv, cap, kv->n_unhashed > 0 && kv->keys.n_nodes <= cap);
+    }
+}
+
+/* Recomputes every key's hash (after the function or seed changed) and rebuilds the
+ * table at a size fit for the key count. O(n). */
+static void hash_rehash_all(struct kv *kv)
+{
+    for (struct kv_avl_node *n = kv_avl_first(&kv->keys); n != NULL; n = kv_avl_next(n)) {
+        struct kv_key *k = KEY_OF(n);
+        k->hash = key_hash(kv, k->key, k->key_len);
+    }
+    size_t cap = KV_HASH_SLOTS_MIN;
+    while (cap < KV_HASH_SLOTS_MAX && cap / 2 < kv->keys.n_nodes) {
+        cap *= 2;
+    }
+    if (!hash_resize(kv, cap, true)) {
+        /* The old table holds stale hashes. Empty it: every key is then unhashed and
+         * lookups use the tree. */
+        if (kv->hash_cap > 0) {
+            memset(kv->slots, 0, kv->hash_cap * sizeof *kv->slots);
+        }
+        kv->n_hashed = 0;
+        kv->n_unhashed = kv->keys.n_nodes;
+    }
+}
+
+void kv_set_hash_seed(struct kv *kv, uint64_t seed)
+{
+    kv->hash_seed[0] = seed;
+    kv->hash_seed[1] = seed * UINT64_C(0x9e3779b97f4a7c15) + UINT64_C(0x632be59bd9b4e019);
+    hash_rehash_all(kv);
+}
+
+void kv_test_set_hash(struct kv *kv, kv_test_hash_fn fn, bool rebuild)
+{
+    kv->test_hash = fn;
+    if (rebuild) {
+        hash_rehash_all(kv);
+    }
+}
+
 /* ==== index ============================================================== */
 
 static int key_cmp(const struct kv_key *k, const uint8_t *b, uint32_t b_len)
@@ -233,10 +492,10 @@ static int key_cmp(const struct kv_key *k, const uint8_t *b, uint32_t b_len)
     return kvcmd_key_cmp(k->key, k->key_len, b, b_len);
 }
 
-/* Exact lookup. When absent and link_out is given, *parent_out and *link_out name the slot
- * where the key would be linked. */
-static struct kv_key *find_key(const struct kv *kv, const uint8_t *key, uint32_t key_len,
-                               struct kv_avl_node **parent_out, struct kv_avl_node ***link_out)
+/* Exact lookup in the tree. When absent and link_out is given, *parent_out and
+ * *link_out name the slot where the key would be linked. */
+static struct kv_key *tree_find(const struct kv *kv, const uint8_t *key, uint32_t key_len,
+                                struct kv_avl_node **parent_out, struct kv_avl_node ***link_out)
 {
     struct kv_avl_node *parent = NULL;
     struct kv_avl_node *const *link = &kv->keys.root;
@@ -253,6 +512,16 @@ static struct kv_key *find_key(const struct kv *kv, const uint8_t *key, uint32_t
         *link_out = (struct kv_avl_node **)link;
     }
     return NULL;
+}
+
+/* Exact lookup: the hash index, then the tree only if some key is not in the index. */
+static struct kv_key *find_key(const struct kv *kv, const uint8_t *key, uint32_t key_len)
+{
+    struct kv_key *k = hash_find(kv, key_hash(kv, key, key_len), key, key_len);
+    if (k != NULL || kv->n_unhashed == 0) {
+        return k;
+    }
+    return tree_find(kv, key, key_len, NULL, NULL);
 }
 
 /* First key >= (key, key_len), or NULL. */
@@ -276,7 +545,7 @@ static struct kv_key *first_in_span(const struct kv *kv, const struct kvcmd_span
 {
     struct kv_key *k;
     if (s->kind == KVCMD_SPAN_KEY) {
-        return find_key(kv, s->key, s->key_len, NULL, NULL);
+        return find_key(kv, s->key, s->key_len);
     }
     k = seek_key(kv, s->key, s->key_len);
     return (k != NULL && !kvcmd_span_past(s, k->key, k->key_len)) ? k : NULL;
@@ -294,13 +563,14 @@ static struct kv_key *next_in_span(const struct kvcmd_span *s, const struct kv_k
     return KEY_OF(n);
 }
 
-static struct kv_key *new_key(const uint8_t *key, uint32_t key_len)
+static struct kv_key *new_key(const uint8_t *key, uint32_t key_len, uint32_t hash)
 {
     struct kv_key *k = must(malloc(sizeof *k + key_len));
     memset(k, 0, sizeof *k);
     k->versions = &k->one;
     k->cap_versions = 1;
     k->key_len = key_len;
+    k->hash = hash;
     memcpy(k->key, key, key_len);
     return k;
 }
@@ -515,6 +785,7 @@ static void trim_front(struct kv *kv)
     if (k->n_versions == 0) {
         CC_ASSERT(k->lease == 0); /* its newest version was a tombstone */
         kv_avl_remove(&kv->keys, &k->node);
+        hash_remove(kv, k); /* after the unlink: a rebuild from the tree must not see k */
         free_key(k);
         return;
     }
@@ -692,7 +963,7 @@ int kv_range(const struct kv *kv, const struct kv_range_req *req, struct kv_rang
 
 static bool compare_holds(const struct kv *kv, const struct kv_compare *c)
 {
-    const struct kv_key *k = find_key(kv, c->key, c->key_len, NULL, NULL);
+    const struct kv_key *k = find_key(kv, c->key, c->key_len);
     const struct kv_version *v = k != NULL ? latest_live(k) : NULL;
     int diff;
     if (c->target == KV_CMP_VALUE) {
@@ -770,7 +1041,7 @@ static int precheck_put(const struct kv *kv, const struct kv_put_req *req)
     if (!req->ignore_value && !req->ignore_lease) {
         return 0;
     }
-    const struct kv_key *k = find_key(kv, req->key, req->key_len, NULL, NULL);
+    const struct kv_key *k = find_key(kv, req->key, req->key_len);
     return (k != NULL && latest_live(k) != NULL) ? 0 : KV_EKEYNOTFOUND;
 }
 
@@ -791,8 +1062,14 @@ static int precheck_op(const struct kv *kv, const struct kv_op *op)
 static void apply_put(struct kv *kv, const struct kv_put_req *req, struct kv_result *res,
                       struct kv_put_resp *resp)
 {
+    /* A new key needs the tree's link slot, so only a hash hit skips the descent. */
     struct kv_avl_node *parent = NULL, **link = NULL;
-    struct kv_key *k = find_key(kv, req->key, req->key_len, &parent, &link);
+    uint32_t hash = key_hash(kv, req->key, req->key_len);
+    struct kv_key *k = hash_find(kv, hash, req->key, req->key_len);
+    if (k == NULL) {
+        k = tree_find(kv, req->key, req->key_len, &parent, &link);
+        CC_ASSERT(k == NULL || kv->n_unhashed > 0);
+    }
     const struct kv_version *prev = k != NULL ? latest_live(k) : NULL;
     CC_ASSERT(prev != NULL || (!req->ignore_value && !req->ignore_lease)); /* prechecked */
 
@@ -821,7 +1098,8 @@ static void apply_put(struct kv *kv, const struct kv_put_req *req, struct kv_res
         ev->prev_kv = resp->prev_kv;
     }
     if (k == NULL) {
-        k = new_key(req->key, req->key_len);
+        k = new_key(req->key, req->key_len, hash);
+        hash_add(kv, k); /* before the link: a rebuild from the tree must not see k */
         kv_avl_link(&kv->keys, parent, link, &k->node);
     }
     if (prev == NULL) {
@@ -1385,6 +1663,7 @@ static int snap_finish(struct kv *kv)
             }
         }
     }
+    hash_rehash_all(kv); /* keys were linked without hashes; one sized build */
     return 0;
 }
 
@@ -1462,6 +1741,14 @@ int kv_new(struct kv **out)
         return KV_ENOMEM;
     }
     kv->revision = 1; /* etcd: an empty store is at revision 1 */
+    /* The one draw of randomness in this file: the hash index's seed, which nothing
+     * observable depends on (see the essay; kv_set_hash_seed pins it). Without it
+     * the store still works, with a seed from ASLR'd addresses. */
+    struct env *env = env_posix();
+    if (env->random_bytes(env, kv->hash_seed, sizeof kv->hash_seed) != 0) {
+        kv->hash_seed[0] = (uint64_t)(uintptr_t)kv ^ UINT64_C(0x9e3779b97f4a7c15);
+        kv->hash_seed[1] = (uint64_t)(uintptr_t)&kv_new;
+    }
     *out = kv;
     return 0;
 }
@@ -1483,6 +1770,7 @@ void kv_free(struct kv *kv)
     }
     kv_avl_clear(&kv->keys, free_key_node, NULL);
     kv_avl_clear(&kv->leases, free_lease_node, NULL);
+    free(kv->slots);
     free(kv->log);
     free(kv);
 }
@@ -1505,6 +1793,139 @@ void kv_stats(const struct kv *kv, struct kv_stats *out)
     out->n_versions = kv->n_versions;
     out->n_leases = kv->leases.n_nodes;
     out->n_trim_pending = trim_pending(kv);
+    out->n_keys_unhashed = kv->n_unhashed;
+    out->hash_slots = kv->hash_cap;
+}
+
+/* kv_check's failure exit: formats the finding into msg. */
+static int check_fail(char *msg, size_t msg_cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int check_fail(char *msg, size_t msg_cap, const char *fmt, ...)
+{
+    if (msg_cap > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, msg_cap, fmt, ap);
+        va_end(ap);
+    }
+    return KV_ECORRUPT;
+}
+
+/* The hash table on its own: size, occupancy, and Robin Hood probe order (a key sits
+ * within KV_HASH_PROBE_MAX of its home, at most one slot further from it than the key
+ * before it, and at its home right after an empty slot), every key being in the tree. */
+static int check_hash_table(const struct kv *kv, char *msg, size_t msg_cap)
+{
+    if (kv->hash_cap == 0) {
+        return kv->n_hashed == 0 && kv->slots == NULL
+                   ? 0
+                   : check_fail(msg, msg_cap, "no table but %zu hashed keys", kv->n_hashed);
+    }
+    if ((kv->hash_cap & (kv->hash_cap - 1)) != 0 || kv->hash_cap < KV_HASH_SLOTS_MIN ||
+        kv->hash_cap > KV_HASH_SLOTS_MAX) {
+        return check_fail(msg, msg_cap, "table size %zu", kv->hash_cap);
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < kv->hash_cap; i++) {
+        const struct kv_key *k = kv->slots[i];
+        if (k == NULL) {
+            continue;
+        }
+        used++;
+        size_t prev_i = (i + kv->hash_cap - 1) & (kv->hash_cap - 1);
+        const struct kv_key *prev = kv->slots[prev_i];
+        size_t d = hash_dist(kv, k, i);
+        size_t max_d = prev == NULL ? 0 : hash_dist(kv, prev, prev_i) + 1;
+        if (d >= KV_HASH_PROBE_MAX || d > max_d) {
+            return check_fail(msg, msg_cap, "slot %zu: distance %zu from home (at most %zu)", i, d,
+                              max_d < KV_HASH_PROBE_MAX ? max_d : KV_HASH_PROBE_MAX - 1);
+        }
+        if (tree_find(kv, k->key, k->key_len, NULL, NULL) != k) {
+            return check_fail(msg, msg_cap, "slot %zu: key not in the tree", i);
+        }
+    }
+    if (used != kv->n_hashed) {
+        return check_fail(msg, msg_cap, "%zu slots used, n_hashed %zu", used, kv->n_hashed);
+    }
+    return 0;
+}
+
+int kv_check(const struct kv *kv, char *msg, size_t msg_cap)
+{
+    if (msg_cap > 0) {
+        msg[0] = 0;
+    }
+    if (kv->revision < 1 || kv->compacted < 0 || kv->compacted > kv->revision) {
+        return check_fail(msg, msg_cap, "revision %lld, compacted %lld", (long long)kv->revision,
+                          (long long)kv->compacted);
+    }
+    int rv = check_hash_table(kv, msg, msg_cap);
+    if (rv != 0) {
+        return rv;
+    }
+    uint64_t n_keys = 0, n_live = 0, n_versions = 0, n_found = 0, n_leased = 0;
+    const struct kv_key *prev = NULL;
+    for (struct kv_avl_node *n = kv_avl_first(&kv->keys); n != NULL; n = kv_avl_next(n)) {
+        const struct kv_key *k = KEY_OF(n);
+        if (++n_keys > kv->keys.n_nodes) {
+            return check_fail(msg, msg_cap, "tree holds more than its %zu nodes", kv->keys.n_nodes);
+        }
+        if (prev != NULL && key_cmp(prev, k->key, k->key_len) >= 0) {
+            return check_fail(msg, msg_cap, "key %llu out of order", (unsigned long long)n_keys);
+        }
+        prev = k;
+        if (k->n_versions == 0 || k->n_versions > k->cap_versions ||
+            (k->cap_versions == 1) != (k->versions == &k->one)) {
+            return check_fail(msg, msg_cap, "key %llu: %u versions, capacity %u",
+                              (unsigned long long)n_keys, k->n_versions, k->cap_versions);
+        }
+        for (uint32_t i = 1; i < k->n_versions; i++) {
+            if (k->versions[i - 1].mod_rev >= k->versions[i].mod_rev) {
+                return check_fail(msg, msg_cap, "key %llu: versions out of order",
+                                  (unsigned long long)n_keys);
+            }
+        }
+        n_versions += k->n_versions;
+        const struct kv_version *live = latest_live(k);
+        n_live += live != NULL;
+        if (k->lease != (live != NULL ? live->lease : 0)) {
+            return check_fail(msg, msg_cap, "key %llu: attached to lease %lld, not %lld",
+                              (unsigned long long)n_keys, (long long)k->lease,
+                              (long long)(live != NULL ? live->lease : 0));
+        }
+        n_leased += k->lease != 0;
+        if (k->hash != key_hash(kv, k->key, k->key_len)) {
+            return check_fail(msg, msg_cap, "key %llu: stored hash is stale",
+                              (unsigned long long)n_keys);
+        }
+        const struct kv_key *via = hash_find(kv, k->hash, k->key, k->key_len);
+        if (via != NULL && via != k) {
+            return check_fail(msg, msg_cap, "key %llu: hash finds another record",
+                              (unsigned long long)n_keys);
+        }
+        n_found += via != NULL;
+    }
+    if (n_keys != kv->keys.n_nodes || n_live != kv->n_live || n_versions != kv->n_versions) {
+        return check_fail(msg, msg_cap,
+                          "counts: %llu keys (%zu), %llu live (%llu), %llu versions (%llu)",
+                          (unsigned long long)n_keys, kv->keys.n_nodes, (unsigned long long)n_live,
+                          (unsigned long long)kv->n_live, (unsigned long long)n_versions,
+                          (unsigned long long)kv->n_versions);
+    }
+    if (n_found != kv->n_hashed || n_keys - n_found != kv->n_unhashed) {
+        return check_fail(
+            msg, msg_cap, "hash index: %llu of %llu keys found, n_hashed %zu, n_unhashed %zu",
+            (unsigned long long)n_found, (unsigned long long)n_keys, kv->n_hashed, kv->n_unhashed);
+    }
+    uint64_t n_in_sets = 0;
+    for (struct kv_avl_node *n = kv_avl_first(&kv->leases); n != NULL; n = kv_avl_next(n)) {
+        n_in_sets += LSET_OF(n)->n_keys;
+    }
+    if (n_in_sets != n_leased) {
+        return check_fail(msg, msg_cap, "lease sets hold %llu keys, %llu are attached",
+                          (unsigned long long)n_in_sets, (unsigned long long)n_leased);
+    }
+    return 0;
 }
 
 bool kv_prefix_end(const uint8_t *prefix, uint32_t prefix_len, uint8_t *out, uint32_t *out_len)

@@ -323,13 +323,52 @@ int kv_snapshot_encode(const struct kv *kv, uint8_t **buf, size_t *n);
 int kv_snapshot_decode(const uint8_t *buf, size_t n, struct kv **out);
 
 struct kv_stats {
-    uint64_t n_keys_live;    /* keys that exist at the current revision */
-    uint64_t n_keys_indexed; /* index nodes, including deleted keys kept for history */
-    uint64_t n_versions;     /* stored versions, tombstones included */
-    uint64_t n_trim_pending; /* changes at or below the compacted revision not yet trimmed */
-    uint64_t n_leases;       /* leases with at least one key */
+    uint64_t n_keys_live;     /* keys that exist at the current revision */
+    uint64_t n_keys_indexed;  /* index nodes, including deleted keys kept for history */
+    uint64_t n_versions;      /* stored versions, tombstones included */
+    uint64_t n_trim_pending;  /* changes at or below the compacted revision not yet trimmed */
+    uint64_t n_leases;        /* leases with at least one key */
+    uint64_t n_keys_unhashed; /* index nodes left out of the hash index (see below) */
+    uint64_t hash_slots;      /* hash index size: 8 bytes each */
 };
 void kv_stats(const struct kv *kv, struct kv_stats *out);
+
+/* ---- hash index (local to one process; never replicated) ------------------ */
+
+/* Exact-key lookups (put, single-key range and delete, compares) go through a hash
+ * index beside the ordered tree. It is seeded from the process's randomness (env_posix)
+ * at kv_new and kv_snapshot_decode, so its layout differs between replicas and runs;
+ * results, digests and snapshots never depend on it. */
+
+/* A key whose probe sequence would reach this many slots stays out of the index (it
+ * is still in the tree). Bounds the cost of a lookup when chosen keys collide; with
+ * random keys the longest probe at load 1/2 is about 10 at a million keys (Robin Hood
+ * order), so honest keys essentially never hit it. Not an error. */
+#define KV_HASH_PROBE_MAX 32u
+/* Table size limits (slots; 8 bytes each). Past the maximum the table stops growing and
+ * new keys that do not fit stay out, as above. Not an error. */
+#define KV_HASH_SLOTS_MIN 64u
+#define KV_HASH_SLOTS_MAX (UINT64_C(1) << 31)
+_Static_assert(KV_HASH_PROBE_MAX <= KV_HASH_SLOTS_MIN, "a probe never wraps a small table");
+
+/* Re-keys the index with seed and rebuilds it (O(n)). Hosts whose randomness comes from
+ * their own env (the simulator) call it after kv_new / kv_snapshot_decode so that a
+ * replay repeats even the memory layout. */
+void kv_set_hash_seed(struct kv *kv, uint64_t seed);
+
+/* TEST ONLY: replaces the key hash (NULL restores the seeded one), e.g. with a constant
+ * to force every key into one probe sequence. With rebuild, every stored hash is
+ * recomputed and the index rebuilt; without, the index is left stale on purpose so a
+ * test can prove kv_check notices. */
+typedef uint32_t (*kv_test_hash_fn)(const uint8_t *key, uint32_t key_len);
+void kv_test_set_hash(struct kv *kv, kv_test_hash_fn fn, bool rebuild);
+
+/* Verifies the store's internal invariants (kv.c's essay): key order and counts,
+ * version order, lease attachment and the hash index (every key found through it or
+ * counted as unhashed, nothing else in it, probe order). Returns 0 or KV_ECORRUPT with
+ * a description in msg (always NUL-terminated when msg_cap > 0). O(n log n): for tests
+ * and debugging, not for the apply path. */
+int kv_check(const struct kv *kv, char *msg, size_t msg_cap);
 
 /* Trims up to budget entries of deferred compaction now (a host may call it when
  * idle). Invisible to reads, digests and snapshots. Returns entries still pending. */

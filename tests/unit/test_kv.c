@@ -7,8 +7,13 @@
  * histories) with the same commands and require identical results, digests and
  * snapshots, including for a store restored from a snapshot halfway through.
  *
+ * The hash index (exact lookups beside the ordered tree) is checked by kv_check after
+ * every random step, by random runs whose stores use colliding test hashes (so most
+ * keys overflow to the tree) yet must agree byte for byte with the model and with a
+ * normally hashed store, and by forced-collision and growth/shrink scenarios.
+ *
  * Sections: helpers | scenarios | leases | limits | snapshots | robustness | history |
- * reference model | random runs | performance.
+ * reference model | random runs | hash index | performance.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -206,6 +211,35 @@ static void assert_same_state(const struct kv *a, const struct kv *b)
     kv_stats(b, &y);
     assert_int_equal(x.n_keys_live, y.n_keys_live);
     assert_int_equal(x.n_leases, y.n_leases);
+}
+
+/* kv_check must pass: internal invariants, the hash index included. */
+static void assert_kv_ok(const struct kv *kv)
+{
+    char msg[256];
+    int rv = kv_check(kv, msg, sizeof msg);
+    if (rv != 0) {
+        fail_msg("kv_check: %s: %s", kv_strerror(rv), msg);
+    }
+}
+
+/* Test hashes (kv_test_set_hash). Every key in one probe sequence: only the first
+ * KV_HASH_PROBE_MAX fit, the rest overflow to the tree. */
+static uint32_t hash_const(const uint8_t *key, uint32_t key_len)
+{
+    return 0x5eedu;
+}
+
+/* Four home slots picked by the last byte: long Robin Hood runs that swap and overflow. */
+static uint32_t hash_2bits(const uint8_t *key, uint32_t key_len)
+{
+    return key[key_len - 1] & 3u;
+}
+
+/* Valid but different: makes a stale index for the negative control. */
+static uint32_t hash_by_len(const uint8_t *key, uint32_t key_len)
+{
+    return key_len * 2654435761u;
 }
 
 /* ==== scenarios ========================================================== */
@@ -1623,6 +1657,7 @@ struct run {
     struct prng p;
     struct model m;
     struct kv *stores[3];
+    kv_test_hash_fn hash[3]; /* test hash of each store, NULL = the seeded one */
     int n_stores;
     bool use_model;
     uint64_t n_checks;
@@ -2299,6 +2334,9 @@ static void run_steps(struct run *r, int n_ops)
         } else {
             step_lease_revoke(r);
         }
+        for (int s = 0; s < r->n_stores; s++) {
+            assert_kv_ok(r->stores[s]);
+        }
     }
 }
 
@@ -2314,6 +2352,7 @@ static void test_model_random(void **state)
         if (done == n_ops / 2) {
             /* replace store 1 by a copy restored from store 0's snapshot */
             struct kv *copy = snapshot_copy(r.stores[0]);
+            assert_kv_ok(copy);
             kv_free(r.stores[1]);
             r.stores[1] = copy;
         }
@@ -2352,6 +2391,208 @@ static void test_determinism(void **state)
         run_free(&r);
     }
     assert_int_equal(digest[0], digest[1]);
+}
+
+/* ==== hash index =========================================================== */
+
+/* Three stores driven alike: the seeded hash, a constant one (nearly tree-only: at most
+ * KV_HASH_PROBE_MAX keys indexed) and a four-slot one. Results must be byte-identical
+ * and match the model; kv_check runs after every step (run_steps). Every round one
+ * store is replaced by its snapshot-restored copy, whose index is rebuilt. */
+static void test_model_random_hash_collisions(void **state)
+{
+    struct run r;
+    run_init(&r, 20240917, 3, true);
+    r.hash[1] = hash_const;
+    r.hash[2] = hash_2bits;
+    for (int s = 1; s < 3; s++) {
+        kv_test_set_hash(r.stores[s], r.hash[s], true);
+        assert_kv_ok(r.stores[s]);
+    }
+    uint64_t max_unhashed[3] = {0};
+    for (int round = 0; round < 12; round++) {
+        for (int i = 0; i < 50; i++) {
+            run_steps(&r, 10);
+            for (int s = 0; s < 3; s++) {
+                struct kv_stats st;
+                kv_stats(r.stores[s], &st);
+                max_unhashed[s] =
+                    st.n_keys_unhashed > max_unhashed[s] ? st.n_keys_unhashed : max_unhashed[s];
+            }
+        }
+        assert_same_state(r.stores[0], r.stores[1]);
+        assert_same_state(r.stores[0], r.stores[2]);
+        assert_int_equal(kv_revision(r.stores[0]), r.m.rev);
+        int s = round % 3;
+        struct kv *copy = snapshot_copy(r.stores[s]);
+        assert_kv_ok(copy);
+        kv_test_set_hash(copy, r.hash[s], true);
+        assert_kv_ok(copy);
+        assert_same_state(copy, r.stores[s]);
+        kv_free(r.stores[s]);
+        r.stores[s] = copy;
+    }
+    /* the overflow path ran, and honest hashing never needed it */
+    assert_int_equal(max_unhashed[0], 0);
+    assert_true(max_unhashed[1] > 0);
+    print_message("hash collisions: max unhashed keys %llu (const), %llu (4 slots)\n",
+                  (unsigned long long)max_unhashed[1], (unsigned long long)max_unhashed[2]);
+    run_free(&r);
+}
+
+static void key_name(char *out, size_t cap, const char *prefix, unsigned i)
+{
+    snprintf(out, cap, "%s%05u", prefix, i);
+}
+
+/* Every key collides: the first KV_HASH_PROBE_MAX are indexed, the rest are found
+ * through the tree. Gets, misses, compares, overwrites, deletes and the compaction that
+ * frees keys must all stay right, for indexed and overflowed keys alike. */
+static void test_hash_forced_collisions(void **state)
+{
+    enum { N = 200 };
+    struct kv *kv = kv_make();
+    kv_test_set_hash(kv, hash_const, true);
+    char key[32], val[32];
+    for (unsigned i = 0; i < N; i++) {
+        key_name(key, sizeof key, "c/", i);
+        key_name(val, sizeof val, "v", i);
+        assert_int_equal(put(kv, key, val, 0), 0);
+        assert_kv_ok(kv);
+    }
+    struct kv_stats st;
+    kv_stats(kv, &st);
+    assert_int_equal(st.n_keys_indexed, N);
+    assert_int_equal(st.n_keys_unhashed, N - KV_HASH_PROBE_MAX);
+    for (unsigned i = 0; i < N; i++) {
+        key_name(key, sizeof key, "c/", i);
+        key_name(val, sizeof val, "v", i);
+        assert_get(kv, key, 0, val, 2 + i, 2 + i, 1, 0);
+        assert_true(cmp_holds(kv, KV_CMP_VERSION, KV_CMP_EQUAL, key, 1, NULL));
+        assert_true(cmp_holds(kv, KV_CMP_VALUE, KV_CMP_EQUAL, key, 0, val));
+    }
+    assert_missing(kv, "c/99999", 0);
+    assert_missing(kv, "zz", 0);
+    assert_false(cmp_holds(kv, KV_CMP_VERSION, KV_CMP_GREATER, "c/99999", 0, NULL));
+
+    /* overwrite a late (overflowed) and an early (indexed) key: no duplicate records */
+    assert_int_equal(put(kv, "c/00150", "again", 0), 0);
+    assert_int_equal(put(kv, "c/00003", "again", 0), 0);
+    kv_stats(kv, &st);
+    assert_int_equal(st.n_keys_indexed, N);
+    assert_get(kv, "c/00150", 0, "again", 152, N + 2, 2, 0);
+    assert_get(kv, "c/00003", 0, "again", 5, N + 3, 2, 0);
+
+    /* delete every odd key one by one, then compact so their records are freed */
+    for (unsigned i = 1; i < N; i += 2) {
+        key_name(key, sizeof key, "c/", i);
+        assert_int_equal(del(kv, key), 0);
+        assert_missing(kv, key, 0);
+    }
+    assert_int_equal(compact(kv, kv_revision(kv)), 0);
+    assert_int_equal(kv_compact_step(kv, UINT32_MAX), 0);
+    assert_kv_ok(kv);
+    kv_stats(kv, &st);
+    assert_int_equal(st.n_keys_indexed, N / 2);
+    assert_true(st.n_keys_unhashed > 0);
+    for (unsigned i = 0; i < N; i++) {
+        key_name(key, sizeof key, "c/", i);
+        if (i % 2 == 1) {
+            assert_missing(kv, key, 0);
+        } else if (i != 150) {
+            key_name(val, sizeof val, "v", i);
+            assert_get(kv, key, 0, val, 2 + i, i == 0 ? 2 : (i == 2 ? 4 : 2 + i), 1, 0);
+        }
+    }
+
+    /* back to the seeded hash: one rebuild indexes every key */
+    kv_test_set_hash(kv, NULL, true);
+    assert_kv_ok(kv);
+    kv_stats(kv, &st);
+    assert_int_equal(st.n_keys_unhashed, 0);
+    assert_get(kv, "c/00150", 0, "again", 152, N + 2, 2, 0);
+
+    /* negative control: an index whose stored hashes no longer match is caught */
+    kv_test_set_hash(kv, hash_by_len, false);
+    char msg[128];
+    assert_int_equal(kv_check(kv, msg, sizeof msg), KV_ECORRUPT);
+    assert_non_null(strstr(msg, "stale"));
+    kv_test_set_hash(kv, hash_by_len, true);
+    assert_kv_ok(kv);
+    assert_get(kv, "c/00150", 0, "again", 152, N + 2, 2, 0);
+    kv_free(kv);
+}
+
+/* The table doubles from KV_HASH_SLOTS_MIN through many sizes as keys arrive, keeps
+ * its load at most 1/2, survives a snapshot round trip sized in one go, and halves
+ * back as compaction frees keys. */
+static void test_hash_growth_and_shrink(void **state)
+{
+    enum { N = 40000 };
+    struct kv *kv = kv_make();
+    char key[32];
+    struct kv_stats st;
+    uint64_t slots = 0;
+    int n_grows = 0;
+    for (unsigned i = 0; i < N; i++) {
+        key_name(key, sizeof key, "g/", (unsigned)(((uint64_t)i * 2654435761u) % N));
+        assert_int_equal(put(kv, key, "x", 0), 0);
+        kv_stats(kv, &st);
+        assert_true(st.hash_slots >= 2 * st.n_keys_indexed);
+        if (st.hash_slots != slots) {
+            assert_true(st.hash_slots > slots);
+            slots = st.hash_slots;
+            n_grows++;
+            assert_kv_ok(kv);
+        }
+    }
+    assert_kv_ok(kv);
+    assert_true(n_grows >= 11); /* 64 .. 131072 slots */
+    assert_int_equal(st.n_keys_unhashed, 0);
+    for (unsigned i = 0; i < N; i++) {
+        key_name(key, sizeof key, "g/", i);
+        assert_int_equal(get_err(kv, key, 0), 0);
+        assert_true(cmp_holds(kv, KV_CMP_VERSION, KV_CMP_EQUAL, key, 1, NULL));
+    }
+    assert_missing(kv, "g/99999", 0);
+
+    struct kv *copy = snapshot_copy(kv);
+    assert_kv_ok(copy);
+    struct kv_stats cst;
+    kv_stats(copy, &cst);
+    assert_int_equal(cst.n_keys_unhashed, 0);
+    assert_true(cst.hash_slots >= 2 * cst.n_keys_indexed && cst.hash_slots <= 4 * N);
+    assert_same_state(kv, copy);
+    kv_free(copy);
+
+    struct kv_delete_req d = {.key = B("g/"), .key_len = 2, .prefix = true};
+    assert_int_equal(del_req(kv, &d, NULL), 0);
+    assert_int_equal(compact(kv, kv_revision(kv)), 0);
+    kv_compact_step(kv, N / 2);
+    assert_kv_ok(kv);
+    kv_compact_step(kv, UINT32_MAX);
+    assert_kv_ok(kv);
+    kv_stats(kv, &st);
+    assert_int_equal(st.n_keys_indexed, 0);
+    assert_int_equal(st.hash_slots, KV_HASH_SLOTS_MIN);
+    assert_missing(kv, "g/00001", 0);
+    kv_free(kv);
+}
+
+/* Two stores with different seeds (and so different layouts) stay identical. */
+static void test_hash_seed_is_local(void **state)
+{
+    struct run r;
+    run_init(&r, 99, 2, false);
+    kv_set_hash_seed(r.stores[0], 1);
+    kv_set_hash_seed(r.stores[1], 2);
+    run_steps(&r, 2000);
+    assert_same_state(r.stores[0], r.stores[1]);
+    kv_set_hash_seed(r.stores[1], 3); /* re-keying a live store changes nothing visible */
+    assert_kv_ok(r.stores[1]);
+    run_steps(&r, 500);
+    assert_same_state(r.stores[0], r.stores[1]);
+    run_free(&r);
 }
 
 /* ==== performance ========================================================== */
@@ -2425,6 +2666,10 @@ int main(void)
         cmocka_unit_test(test_history_since),
         cmocka_unit_test(test_model_random),
         cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_model_random_hash_collisions),
+        cmocka_unit_test(test_hash_forced_collisions),
+        cmocka_unit_test(test_hash_growth_and_shrink),
+        cmocka_unit_test(test_hash_seed_is_local),
         cmocka_unit_test(test_perf_100k),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
