@@ -1090,6 +1090,7 @@ static void apply_put(struct kv *kv, const struct kv_put_req *req, struct kv_res
 
     struct kv_event *ev = push_event(kv, res);
     ev->type = KV_EVENT_PUT;
+    ev->prev_lease = prev != NULL ? prev->lease : 0;
     if (prev != NULL && req->prev_kv) {
         /* Copy before append_version: growing the history moves prev. */
         kv_copy(&res->arena, k, prev, &resp->prev_kv);
@@ -1118,6 +1119,7 @@ static void delete_key(struct kv *kv, struct kv_key *k, bool want_prev, struct k
     CC_ASSERT(prev != NULL);
     struct kv_event *ev = push_event(kv, res);
     ev->type = KV_EVENT_DELETE;
+    ev->prev_lease = prev->lease;
     if (want_prev) {
         void *arr = resp->prev_kvs;
         struct kv_kv *slot =

@@ -227,6 +227,8 @@ struct kv_event {
     struct kv_kv kv;
     bool has_prev;
     struct kv_kv prev_kv; /* apply results: when the op asked for prev_kv; history: always */
+    int64_t prev_lease;   /* apply results: the lease the key carried just before (0: none
+                             or a new key), asked for or not; history: 0 */
 };
 
 /* Bump allocator owning a result's memory. Internal; zero-initialised is empty. */

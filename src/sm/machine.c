@@ -261,24 +261,9 @@ static bool lease_is_private(const struct lease_table *t, int64_t id)
     return id != 0 && lease_get(t, id, &info) == 0 && info.n_keys > 0;
 }
 
-/* The lease the version of key before revision rev carried (0: none, or missing). */
-static int64_t lease_before(const struct kv *kv, const uint8_t *key, uint32_t key_len, int64_t rev)
-{
-    if (rev < 2)
-        return 0;
-    const struct kv_range_req rq = {
-        .key = key, .key_len = key_len, .revision = rev - 1, .keys_only = true};
-    struct kv_range_resp rr;
-    if (kv_range(kv, &rq, &rr) != 0)
-        return 0; /* same answer on every replica: the store is the same */
-    const int64_t lease = rr.n_kvs > 0 ? rr.kvs[0].lease : 0;
-    kv_range_resp_free(&rr);
-    return lease;
-}
-
 /* The no-leak rule (machine.h): after a kv change, revoke each private lease a changed
  * key carried before and no key carries now; move key items along renames. Bounded by
- * the command's events (at most one kv_range each). */
+ * the command's events (the store reports each key's previous lease with its event). */
 static void fix_private_leases(struct machine *m, uint64_t index, struct sm_result *res,
                                uint32_t *cap)
 {
@@ -292,8 +277,7 @@ static void fix_private_leases(struct machine *m, uint64_t index, struct sm_resu
     for (uint32_t i = 0; i < kr->n_events; i++) {
         const struct kv_event *e = &kr->events[i];
         const int64_t cur = e->type == KV_EVENT_PUT ? e->kv.lease : 0;
-        const int64_t was = e->has_prev ? e->prev_kv.lease
-                                        : lease_before(m->kv, e->kv.key, e->kv.key_len, kr->revision);
+        const int64_t was = e->prev_lease;
         prev[i] = (was != cur && lease_is_private(m->leases, was)) ? was : 0;
     }
     /* 2. A key that now carries a private lease is one of its items (RENAME moves it). */
