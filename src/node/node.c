@@ -641,7 +641,10 @@ static bool quorum_active(struct node *n)
     return active > voters / 2;
 }
 
-#define NODE_EXPIRE_BUDGET 64 /* EXPIRE proposals per tick: bounds one tick's work */
+/* EXPIRE proposals per tick: bounds one tick's work (a few ms) while letting expiry keep
+ * up with keys given a TTL: 1024 per 100 ms tick is ~10k expiries/s. At 64 a sustained
+ * 12k/s of `SET k v NX PX 3000` left keys alive long past their TTL. */
+#define NODE_EXPIRE_BUDGET 1024
 
 static void propose_expiries(struct node *n)
 {
