@@ -110,8 +110,13 @@ rps() {
     if [ "$4" = setnxpx ]; then
         what=(SET "key:__rand_int__" v NX PX 3000)
     fi
-    timeout 600 redis-benchmark -h 127.0.0.1 -p "$1" -c "$clients" -n "$2" -P "$3" -r "$keys" \
-        --csv "${what[@]}" 2>/dev/null | awk -F'"' 'NR == 2 {print $4}'
+    local out v
+    out=$(timeout 600 redis-benchmark -h 127.0.0.1 -p "$1" -c "$clients" -n "$2" -P "$3" \
+        -r "$keys" --csv "${what[@]}" 2>&1)
+    v=$(printf '%s\n' "$out" | grep -v '^WARNING' | awk -F'"' 'NR == 2 {print $4}')
+    [ -n "$v" ] || printf 'resp_bench: redis-benchmark -p %s -n %s -P %s %s failed: %s\n' \
+        "$1" "$2" "$3" "$4" "$(printf '%s' "$out" | tail -c 300)" >&2
+    echo "$v"
 }
 
 # size PORT PIPELINE TEST: -n for about $seconds, from a short probe run
