@@ -1,8 +1,8 @@
 /* resp_id.h -- the ID service's Redis commands: ID.NEXT tag [count], ID.SNOWFLAKE [count]
  * (issue #7; docs/resp.md "IDs", docs/id.md).
  *
- * resp_server.c hands these two commands here instead of to its KV engine. The ids come
- * from the node's ID service (id_api_take(): the same per-tag double buffers, snowflake
+ * resp_conn.c (the op dispatcher) hands these two commands here instead of to the KV
+ * engine. The ids come from the node's ID service (id_api_take(): the same per-tag double buffers, snowflake
  * worker and limits as POST /v1/id/segments/{tag}/next and GET /v1/id/snowflake), so a
  * follower serves them too: no -READONLY redirect, no Raft write per command.
  *

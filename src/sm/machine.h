@@ -21,8 +21,8 @@
  *     new KV revision (res->kv holds those delete events, for watchers) and ends its lock
  *     holds and waits, granting the next waiters (res->lock, type LOCK_CMD_LEASE_DEATH);
  *   - lock commands consult and update the lease table themselves (lock_apply);
- *   - key-private leases (Redis key expiry, api/resp_server.c). A KVTTL command carries
- *     one or more grants and an inner kv command (PUT or TXN, kvcmd.h bytes):
+ *   - key-private leases (Redis key expiry, api/resp_engine.c and resp_write.c). A KVTTL
+ *     command carries one or more grants and an inner kv command (PUT or TXN, kvcmd.h bytes):
  *
  *       kvttl = u8 0x14, u8 SM_KVTTL_FORMAT_VERSION, u8 n_grants (1..SM_KVTTL_GRANTS_MAX),
  *               n_grants x (i64 ttl_ms, u16 op_index), then the kv command to the end
