@@ -2,8 +2,9 @@
  * (issue #7; docs/resp.md "IDs", docs/id.md).
  *
  * resp_conn.c (the op dispatcher) hands these two commands here instead of to the KV
- * engine. The ids come from the node's ID service (id_api_take(): the same per-tag double buffers, snowflake
- * worker and limits as POST /v1/id/segments/{tag}/next and GET /v1/id/snowflake), so a
+ * engine. The ids come from the node's ID service (id_api_take(): the same per-tag double
+ * buffers, snowflake worker and limits as POST /v1/id/segments/{tag}/next and
+ * GET /v1/id/snowflake), so a
  * follower serves them too: no -READONLY redirect, no Raft write per command.
  *
  *   resp_id_start(node, id, argc, argv, done_cb, op)   parse, then take the ids
