@@ -289,7 +289,8 @@ int cli_serve_main(int argc, char **argv)
                    strcmp(f, "--test-clock-offset-file") == 0) {
             /* TEST ONLY (tests/chaos): src/base/env_posix.c reads the variable at first use */
             const bool fsync = strcmp(f, "--test-fsync-delay-file") == 0;
-            setenv(fsync ? "CONCLAVE_TEST_FSYNC_DELAY_FILE" : "CONCLAVE_TEST_CLOCK_OFFSET_FILE", v, 1);
+            setenv(fsync ? "CONCLAVE_TEST_FSYNC_DELAY_FILE" : "CONCLAVE_TEST_CLOCK_OFFSET_FILE",
+                   v, 1);
             fprintf(stderr, "conclave serve: %s: TEST ONLY: %s the number of ms in %s\n", f,
                     fsync ? "every fsync first sleeps" : "the wall clock is shifted by", v);
         } else {
