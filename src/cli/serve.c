@@ -43,7 +43,7 @@ static const char serve_usage[] =
     "  --election-timeout-ms N  election timeout in ms (rounded to whole ticks)\n"
     "  --log-format text|json   log lines on stderr (default text)\n"
     "  --log-level debug|info|warn|error  (default info)\n"
-    "  --snapshot-every N     applied entries between snapshots (default 10000)\n"
+    "  --snapshot-every N     applied entries between snapshots (default 100000)\n"
     "  --compact-retain N     keep the newest N revisions of history, compact older ones\n"
     "                         automatically (default 100000; 0 = only POST /v1/compact)\n"
     "  --test-stale-reads     TEST ONLY: serve linearizable reads without ReadIndex (unsafe)\n"

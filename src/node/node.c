@@ -175,7 +175,7 @@ void node_config_default(struct node_config *c)
     c->cluster_id = 0x636f6e636c617665ull; /* "conclave" */
     c->tick_ms = 100;
     c->election_ticks = 10;
-    c->snapshot_every = 10000;
+    c->snapshot_every = 100000; /* etcd's snapshot-count; each one encodes the whole store */
     c->compact_retain_revisions = 100000;
 }
 
