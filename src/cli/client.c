@@ -859,6 +859,20 @@ static bool client__flag(const char *name, int argc, char **argv, int *i, const 
     return false;
 }
 
+bool client_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    CC_ASSERT(max <= INT64_MAX && min <= max);
+    if (!s || s[0] < '0' || s[0] > '9')
+        return false;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
 int client_cli_init(struct client_cli *cli, const char *prog, int *argc, char **argv, char *errmsg,
                     size_t errmsg_cap)
 {

@@ -143,6 +143,10 @@ int client_stream(const char *endpoint, const struct client_opts *opts,
 
 /* ---- cli glue ---------------------------------------------------------------------- */
 
+/* A decimal number of the command line: digits only (no sign, no spaces), within
+ * [min, max] (max at most INT64_MAX, so it fits every JSON integer). */
+bool client_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
 #define CLIENT_GLOBAL_FLAGS_USAGE                                                         \
     "global flags (anywhere after the command; `--` ends flags):\n"                       \
     "  --endpoint HOST:PORT[,HOST:PORT...]  nodes' HTTP addresses, tried in order until\n" \

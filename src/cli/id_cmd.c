@@ -97,18 +97,6 @@ static int id_usage_error(const struct id_verb *v, const char *fmt, const char *
     return CLIENT_EXIT_USAGE;
 }
 
-static bool id_parse_u64(const char *s, uint64_t *out)
-{
-    if (!s || s[0] < '0' || s[0] > '9')
-        return false;
-    char *end = NULL;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end != '\0' || v > INT64_MAX)
-        return false;
-    *out = v;
-    return true;
-}
-
 struct id_flag {
     const char *name, *alias;
     unsigned bit;
@@ -166,7 +154,7 @@ static int id_parse_args(const struct id_verb *v, int argc, char **argv, int fir
                 a->parent = val;
             else
                 a->span = val;
-        } else if (!id_parse_u64(val, (uint64_t *)((char *)a + f->num_off))) {
+        } else if (!client_parse_u64(val, 0, INT64_MAX, (uint64_t *)((char *)a + f->num_off))) {
             return id_usage_error(v, "%s wants a decimal number", s);
         }
     }

@@ -85,18 +85,6 @@ static const char kv_usage_text[] =
 
 /* ---- arguments --------------------------------------------------------------------- */
 
-static bool kv_parse_u64(const char *s, uint64_t *out)
-{
-    if (!s || s[0] < '0' || s[0] > '9')
-        return false;
-    char *end = NULL;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end != '\0' || v > INT64_MAX)
-        return false;
-    *out = v;
-    return true;
-}
-
 static int kv_usage_error(const struct kv_verb *v, const char *fmt, const char *arg)
 {
     fprintf(stderr, "conclave kv %s: ", v->name);
@@ -141,7 +129,7 @@ static int kv_parse_args(const struct kv_verb *v, int argc, char **argv, struct 
         a->flags |= f;
         if (f == KV_F_LIMIT || f == KV_F_REVISION) {
             const char *num = i + 1 < argc ? argv[++i] : NULL;
-            if (!kv_parse_u64(num, f == KV_F_LIMIT ? &a->limit : &a->revision))
+            if (!client_parse_u64(num, 0, INT64_MAX, f == KV_F_LIMIT ? &a->limit : &a->revision))
                 return kv_usage_error(v, "%s wants a decimal number", s);
         }
     }
@@ -602,7 +590,7 @@ static int kv_cmd_compact(const struct client_cli *cli, const struct kv_args *a)
 {
     const struct kv_verb *v = &kv_verbs[4];
     uint64_t rev = 0;
-    if (!kv_parse_u64(a->pos[0], &rev) || rev == 0)
+    if (!client_parse_u64(a->pos[0], 0, INT64_MAX, &rev) || rev == 0)
         return kv_usage_error(v, "REV must be a revision number >= 1, not '%s'", a->pos[0]);
     char body[48];
     int n = snprintf(body, sizeof(body), "{\"revision\":%" PRIu64 "}", rev);

@@ -266,19 +266,6 @@ static int lk_call(const struct lk_cli *lc, cc_client *c, const char *what, cons
     return 0;
 }
 
-static bool lk_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    if (!s || s[0] < '0' || s[0] > '9')
-        return false;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* Matches "--name VALUE" or "--name=VALUE" at argv[*i]; *value is NULL when missing. */
 static bool lk_flag(const char *name, int argc, char **argv, int *i, const char **value)
 {
@@ -362,10 +349,10 @@ static int lock_parse(struct lk_cli *lc, struct lock_args *a)
         if (strcmp(v[i], "-v") == 0 || strcmp(v[i], "--verbose") == 0) {
             a->verbose = true;
         } else if (lk_flag("--ttl", lc->argc, v, &i, &val)) {
-            if (!lk_parse_u64(val, CC_TTL_MS_MIN, CC_TTL_MS_MAX, &a->ttl_ms))
+            if (!client_parse_u64(val, CC_TTL_MS_MIN, CC_TTL_MS_MAX, &a->ttl_ms))
                 return lk_usage(p, lock_usage, "--ttl wants milliseconds, at least 500%s", "");
         } else if (lk_flag("--wait", lc->argc, v, &i, &val)) {
-            if (!lk_parse_u64(val, 0, (uint64_t)LOCK_CMD_WAIT_MS_MAX, &n))
+            if (!client_parse_u64(val, 0, (uint64_t)LOCK_CMD_WAIT_MS_MAX, &n))
                 return lk_usage(p, lock_usage, "--wait wants milliseconds (0: try once)%s", "");
             a->wait_ms = (int64_t)n;
         } else if (lk_flag("--owner", lc->argc, v, &i, &val)) {
@@ -373,7 +360,7 @@ static int lock_parse(struct lk_cli *lc, struct lock_args *a)
                 return lk_usage(p, lock_usage, "--owner wants 1-128 bytes%s", "");
             a->owner = val;
         } else if (lk_flag("--grace", lc->argc, v, &i, &val)) {
-            if (!lk_parse_u64(val, 0, LOCK_CMD_GRACE_MS_MAX, &a->grace_ms))
+            if (!client_parse_u64(val, 0, LOCK_CMD_GRACE_MS_MAX, &a->grace_ms))
                 return lk_usage(p, lock_usage, "--grace wants milliseconds%s", "");
         } else if (v[i][0] == '-') {
             return lk_usage(p, lock_usage, "unknown flag '%s'", v[i]);
@@ -785,12 +772,12 @@ int cli_lease_main(int argc, char **argv)
         goto out;
     }
     if (wants_arg && strcmp(verb, "grant") == 0 &&
-        !lk_parse_u64(arg, CC_TTL_MS_MIN, CC_TTL_MS_MAX, &num)) {
+        !client_parse_u64(arg, CC_TTL_MS_MIN, CC_TTL_MS_MAX, &num)) {
         rv = lk_usage(lc.prog, lease_usage,
                       "TTL_MS must be milliseconds in 500..2592000000, not '%s'", arg);
         goto out;
     }
-    if (wants_arg && strcmp(verb, "grant") != 0 && !lk_parse_u64(arg, 1, INT64_MAX, &num)) {
+    if (wants_arg && strcmp(verb, "grant") != 0 && !client_parse_u64(arg, 1, INT64_MAX, &num)) {
         rv = lk_usage(lc.prog, lease_usage, "ID must be a lease id (a positive number), not '%s'",
                       arg);
         goto out;
@@ -909,10 +896,10 @@ static int elect_parse(struct lk_cli *lc, struct elect_args *a)
                 return lk_usage(p, elect_usage, "--owner wants 1-128 bytes%s", "");
             a->owner = val;
         } else if (lk_flag("--ttl", lc->argc, v, &i, &val)) {
-            if (!lk_parse_u64(val, CC_TTL_MS_MIN, CC_TTL_MS_MAX, &a->ttl_ms))
+            if (!client_parse_u64(val, CC_TTL_MS_MIN, CC_TTL_MS_MAX, &a->ttl_ms))
                 return lk_usage(p, elect_usage, "--ttl wants milliseconds, at least 500%s", "");
         } else if (lk_flag("--interval", lc->argc, v, &i, &val)) {
-            if (!lk_parse_u64(val, LOCK_CMD_INTERVAL_MS_MIN, LOCK_CMD_INTERVAL_MS_MAX,
+            if (!client_parse_u64(val, LOCK_CMD_INTERVAL_MS_MIN, LOCK_CMD_INTERVAL_MS_MAX,
                               &a->interval_ms))
                 return lk_usage(p, elect_usage, "--interval wants milliseconds, at least 50%s", "");
         } else if (v[i][0] == '-' && strcmp(v[i], "--") != 0) {

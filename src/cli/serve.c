@@ -19,6 +19,7 @@
 
 #include "api/api.h"
 #include "api/resp_server.h"
+#include "cli/client.h"
 #include "node/node.h"
 
 #define SERVE_DEFAULT_HTTP "127.0.0.1:2479"
@@ -58,14 +59,7 @@ static const char serve_usage[] =
 
 static bool parse_u64(const char *s, uint64_t *out)
 {
-    char *end = NULL;
-    if (!s || !*s)
-        return false;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end != 0)
-        return false;
-    *out = v;
-    return true;
+    return client_parse_u64(s, 0, INT64_MAX, out);
 }
 
 static bool parse_member(const char *spec, struct node_member *m)

@@ -61,18 +61,6 @@ static const char watch_usage_text[] =
     "Exit status: 0 --count reached, 1 the watch was cut, ended or refused (the message\n"
     "says where to resume), 2 usage, 3 cannot connect. See docs/cli.md.\n";
 
-static bool wc_parse_u64(const char *s, uint64_t *out)
-{
-    if (!s || s[0] < '0' || s[0] > '9')
-        return false;
-    char *end = NULL;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end != '\0' || v > INT64_MAX)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* ---- SSE parsing ------------------------------------------------------------------- */
 
 struct wc {
@@ -320,7 +308,7 @@ int cli_watch_main(int argc, char **argv)
                     s, watch_usage_text);
             return CLIENT_EXIT_USAGE;
         }
-        if (!wc_parse_u64(i + 1 < argc ? argv[i + 1] : NULL, num) || *num == 0) {
+        if (!client_parse_u64(i + 1 < argc ? argv[i + 1] : NULL, 0, INT64_MAX, num) || *num == 0) {
             fprintf(stderr, "conclave watch: %s wants a number >= 1\n", s);
             return CLIENT_EXIT_USAGE;
         }
