@@ -352,7 +352,16 @@ int cli_watch_main(int argc, char **argv)
     struct client_request req = {.method = "GET", .target = target};
     struct client_opts opts = {.timeout_ms = cli.timeout_ms};
     struct client_response resp;
-    int rv = client_stream(cli.endpoint, &opts, &req, &resp, wc_body, &w, err, sizeof(err));
+    const char *ep = cli.endpoint;
+    int rv = 0;
+    for (uint32_t i = 0; i < cli.n_endpoints; i++) { /* next node only while none answered */
+        ep = cli.endpoints[i];
+        rv = client_stream(ep, &opts, &req, &resp, wc_body, &w, err, sizeof(err));
+        if (rv >= 0 || !client_error_is_unreachable(rv) || i + 1 == cli.n_endpoints)
+            break;
+        fprintf(stderr, "conclave watch: cannot reach %s (%s); trying %s\n", ep, err,
+                cli.endpoints[i + 1]);
+    }
     sse_free(&w.sse); /* an event cut off by the end of the stream is dropped */
     char resume[64] = "";
     if (w.last_id >= 0)
@@ -362,11 +371,11 @@ int cli_watch_main(int argc, char **argv)
     if (rv > 0)
         return CLIENT_EXIT_FAIL; /* printed by the parser */
     if (rv < 0 && client_error_is_unreachable(rv)) {
-        fprintf(stderr, "conclave watch: cannot reach Conclave at %s: %s\n", cli.endpoint, err);
+        fprintf(stderr, "conclave watch: cannot reach Conclave at %s: %s\n", ep, err);
         return CLIENT_EXIT_UNREACHABLE;
     }
     if (rv < 0) {
-        fprintf(stderr, "conclave watch: %s: %s%s\n", cli.endpoint, err, resume);
+        fprintf(stderr, "conclave watch: %s: %s%s\n", ep, err, resume);
         return CLIENT_EXIT_FAIL;
     }
     if (resp.status / 100 != 2) {

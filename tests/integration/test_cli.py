@@ -3,7 +3,8 @@
 Covers: put/get/del/txn/compact output and exit codes, values from stdin byte for byte,
 -o json, prefix ranges with --limit, usage errors (exit 2), an unreachable node (exit 3),
 and --endpoint lists: a dead first node is skipped, a write that reached a node is never
-re-sent, and `cluster status` works through a list whose first node is down.
+re-sent, a watch opens on the next node, and `cluster status` works through a list whose
+first node is down.
 """
 
 import json
@@ -95,7 +96,25 @@ def test_endpoint_list_skips_dead_nodes(make_cluster):
     assert j["value"] == "v1" and j["version"] == 1, j
     r = run(["cluster", "status"], eps)
     assert r.returncode == 0, r
+    # a watch skips the dead node too
+    w = subprocess.Popen([BIN, "watch", "fo/key", "--count", "1", "--endpoint", eps],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(50):   # wait until the stream is open: a put then reaches it
+            if run(["kv", "put", "fo/key", "v2"], eps).returncode == 0 and w.poll() is not None:
+                break
+            try:
+                w.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+        out_w, err_w = w.communicate(timeout=10)
+    finally:
+        if w.poll() is None:
+            w.kill()
+    assert w.returncode == 0 and b"PUT fo/key = v2" in out_w, (out_w, err_w)
+    assert b"trying " + c.m(up).http_addr.encode() in err_w
     # the env var takes a list too
     env = dict(os.environ, CONCLAVE_ENDPOINT=eps)
     r = subprocess.run([BIN, "kv", "get", "fo/key"], env=env, capture_output=True, timeout=30)
-    assert r.returncode == 0 and r.stdout == b"v1", r
+    assert r.returncode == 0 and r.stdout == b"v2", r
