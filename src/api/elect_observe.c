@@ -93,6 +93,8 @@ static bool observer_refresh(struct eobserver *o)
     struct api *a = o->api;
     struct lock_party p;
     bool has = current_leader(a, o, &p);
+    if (has && !p.value)
+        p.value = (const uint8_t *)""; /* no value: compare and print it as "" */
     if (o->began && has == o->has_leader &&
         (!has || (p.token == o->token && p.value_len == o->value_len &&
                   memcmp(p.value, o->value, p.value_len) == 0)))

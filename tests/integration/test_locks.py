@@ -224,6 +224,13 @@ def test_election_observe_streams_every_leader_change(make_cluster):
         ev = s.next(timeout=15)
         assert ev.data["leader"] is None, ev
         s.close()
+    # a leader without a value shows "" (not a missing field)
+    r = post(c.url(lid) + "/v1/election/obs2/campaign", {"owner": "c", "value": ""})
+    assert r.status_code == 200, r.text
+    w3 = Sse(c.m(fol).http_port, "/v1/election/obs2/observe")
+    ev = w3.next(timeout=10)
+    assert ev.data["leader"]["owner"] == "c" and ev.data["leader"]["value"] == "", ev
+    w3.close()
     # bad paths
     assert requests.get(c.url(lid) + "/v1/election/obs/observer", timeout=T).status_code == 404
     assert requests.post(c.url(lid) + "/v1/election/obs/observe", timeout=T).status_code == 404
