@@ -1203,7 +1203,8 @@ static void x_scan(struct xrun *x, uint32_t argc, const struct resp_arg *argv)
                                        .range_end = bounded ? end : &zero,
                                        .range_end_len = bounded ? end_len : 1,
                                        .limit = count + 1,
-                                       .keys_only = true};
+                                       .keys_only = true,
+                                       .skip_count = true}; /* O(COUNT), not O(keyspace) */
         const int rv = kv_range(x->v->kv, &r, &resp);
         if (rv != 0) {
             resp_reply_kv_error(x->o, rv);

@@ -913,6 +913,8 @@ static int range_fill(const struct kv *kv, const struct kv_range_req *req, int64
                 take_bytes += sz;
             } else {
                 taking = false; /* what is returned must be a prefix of the range */
+                if (req->skip_count && !req->count_only)
+                    break; /* one key past the answer proves `more` */
             }
         }
     }

@@ -117,6 +117,8 @@ struct kv_range_req {
     int64_t revision; /* <= 0: the current revision */
     bool keys_only;   /* omit values */
     bool count_only;  /* return only the count */
+    bool skip_count;  /* reads only: stop one key past what is returned, so the cost is
+                         O(log n + limit); `count` is then a lower bound, `more` exact */
 };
 
 struct kv_delete_req {
@@ -284,7 +286,8 @@ int kv_apply(struct kv *kv, const uint8_t *cmd, size_t n, struct kv_result *res)
 
 /* Serves a read outside the log (serializable, or linearizable after ReadIndex). On
  * success resp owns its memory (kv_range_resp_free); on error it is zeroed. Work is
- * O(log n + keys in range): `count` walks the whole range, as in etcd. */
+ * O(log n + keys in range): `count` walks the whole range, as in etcd (O(log n + limit)
+ * with skip_count). */
 int kv_range(const struct kv *kv, const struct kv_range_req *req, struct kv_range_resp *resp);
 
 /* Deletes every key attached to lease at one new revision (for LEASE_REVOKE), in key

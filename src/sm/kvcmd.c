@@ -642,6 +642,7 @@ static bool r_range(struct rd *r, struct kv_range_req *req)
     req->prefix = (f & RNG_F_PREFIX) != 0;
     req->keys_only = (f & RNG_F_KEYS_ONLY) != 0;
     req->count_only = (f & RNG_F_COUNT_ONLY) != 0;
+    req->skip_count = false; /* a local read option: never in the log */
     return true;
 }
 

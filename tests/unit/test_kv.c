@@ -428,6 +428,25 @@ static void test_range_prefix_limit_more(void **state)
     assert_kv_is(&resp.kvs[0], "a", "A");
     kv_range_resp_free(&resp);
 
+    /* skip_count: the same keys and `more`, without walking the rest for `count` */
+    req = (struct kv_range_req){.key = B("a/"), .key_len = 2, .prefix = true, .limit = 3,
+                                .skip_count = true};
+    assert_int_equal(kv_range(kv, &req, &resp), 0);
+    assert_int_equal(resp.n_kvs, 3);
+    assert_true(resp.more);
+    assert_int_equal(resp.count, 4); /* the three returned and the one that proves more */
+    assert_kv_is(&resp.kvs[2], "a/2", "a/2");
+    kv_range_resp_free(&resp);
+    req.limit = 10; /* exactly all: no more, and the count is then exact */
+    assert_int_equal(kv_range(kv, &req, &resp), 0);
+    assert_false(resp.more);
+    assert_int_equal(resp.count, 10);
+    kv_range_resp_free(&resp);
+    req = (struct kv_range_req){.prefix = true, .count_only = true, .skip_count = true};
+    assert_int_equal(kv_range(kv, &req, &resp), 0);
+    assert_int_equal(resp.count, 12); /* count_only ignores it */
+    kv_range_resp_free(&resp);
+
     /* bad requests */
     req = (struct kv_range_req){.key = B("a"), .key_len = 1, .limit = -1};
     assert_int_equal(kv_range(kv, &req, &resp), KV_EINVAL);
@@ -1952,7 +1971,7 @@ static void step_delete(struct run *r)
 static void step_range(struct run *r)
 {
     struct tspan s;
-    struct kv_range_req req;
+    struct kv_range_req req = {0};
     rand_range(r, &req, &s);
     /* half through the log (RANGE command), half through kv_range */
     if (prng_chance(&r->p, 500000)) {
