@@ -45,6 +45,9 @@ static const char serve_usage[] =
     "  --log-format text|json   log lines on stderr (default text)\n"
     "  --log-level debug|info|warn|error  (default info)\n"
     "  --snapshot-every N     applied entries between snapshots (default 100000)\n"
+    "  --follower-wal-writes inline|thread  a follower writes and syncs its WAL on the loop\n"
+    "                         thread when the storage thread is idle (default inline; the\n"
+    "                         ack waits for that write anyway) or always on the thread\n"
     "  --compact-retain N     keep the newest N revisions of history, compact older ones\n"
     "                         automatically (default 100000; 0 = only POST /v1/compact)\n"
     "  --test-stale-reads     TEST ONLY: serve linearizable reads without ReadIndex (unsafe)\n"
@@ -276,6 +279,9 @@ int cli_serve_main(int argc, char **argv)
             c.election_ticks = (uint32_t)num;
         } else if (strcmp(f, "--snapshot-every") == 0 && parse_u64(v, &num)) {
             c.snapshot_every = num;
+        } else if (strcmp(f, "--follower-wal-writes") == 0 &&
+                   (strcmp(v, "inline") == 0 || strcmp(v, "thread") == 0)) {
+            c.wal_inline_when_following = strcmp(v, "inline") == 0;
         } else if (strcmp(f, "--compact-retain") == 0 && parse_u64(v, &num) &&
                    num <= INT64_MAX / 2) {
             c.compact_retain_revisions = num;

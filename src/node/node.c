@@ -176,6 +176,7 @@ void node_config_default(struct node_config *c)
     c->tick_ms = 100;
     c->election_ticks = 10;
     c->snapshot_every = 100000; /* etcd's snapshot-count; each one encodes the whole store */
+    c->wal_inline_when_following = true;
     c->compact_retain_revisions = 100000;
 }
 
@@ -244,6 +245,7 @@ int node_peer_stats(const struct node *n, uint32_t id, struct transport_peer_sta
 
 static void schedule_flush(struct node *n);
 static void refresh_members(struct node *n);
+static void take_completions(struct node *n);
 
 /* ==== flush: execute one raft_update ===================================== */
 
@@ -517,9 +519,18 @@ static void flush(struct node *n)
             .has_hard_state = u.hard_state_changed && !commit_only,
             .hard_state = u.hard_state,
         };
+        bool wrote_inline = false;
         if (b.snapshot_index || b.truncate_from || b.n_entries || b.has_hard_state) {
             uint64_t seq = 0;
-            int rv = storage_submit(n->st, &b, &seq);
+            /* Not leading, nothing waits on this loop but the ack, which waits for
+             * exactly this write: do it here when the worker is idle, saving the
+             * hand-off to the storage thread and back (etcd's followers do the same). */
+            int rv = STORAGE_EBUSY;
+            if (raft_role(n->raft) != RAFT_LEADER && n->cfg.wal_inline_when_following)
+                rv = storage_write_inline(n->st, &b, &seq);
+            wrote_inline = rv == 0;
+            if (rv == STORAGE_EBUSY)
+                rv = storage_submit(n->st, &b, &seq);
             if (rv != 0) {
                 /* Backpressure or a stopped worker: we cannot honour the durability
                  * order any more, so stop rather than risk acknowledging lost data. */
@@ -547,6 +558,10 @@ static void flush(struct node *n)
         }
         const struct raft_read_ready *reads = n->reads_copy;
         uint64_t first = u.n_committed ? u.committed[0].index : 0;
+        /* u is used up: the core may take inputs again. The held acks leave now, before
+         * applying. */
+        if (wrote_inline)
+            take_completions(n);
         for (uint32_t i = 0; i < u.n_committed; i++) {
             const struct raft_entry *e = raft_entry_at(n->raft, first + i);
             CC_ASSERT(e != NULL); /* committed entries stay in memory until a snapshot */
@@ -599,9 +614,9 @@ static void schedule_flush(struct node *n)
 
 /* ==== storage completions ================================================= */
 
-static void on_storage_wake(uv_async_t *h)
+/* Feeds durable batches to the core and releases the messages that waited for them. */
+static void take_completions(struct node *n)
 {
-    struct node *n = h->data;
     struct storage_completion c[NODE_COMPLETIONS_BATCH];
     uint32_t got;
     while ((got = storage_poll(n->st, c, NODE_COMPLETIONS_BATCH)) > 0) {
@@ -619,6 +634,11 @@ static void on_storage_wake(uv_async_t *h)
     }
     release_held(n);
     schedule_flush(n);
+}
+
+static void on_storage_wake(uv_async_t *h)
+{
+    take_completions(h->data);
 }
 
 static void storage_wakeup_cb(void *arg)

@@ -68,6 +68,9 @@ struct node_config {
     uint32_t tick_ms;        /* one Raft tick */
     uint32_t election_ticks; /* election timeout in ticks */
     uint64_t snapshot_every; /* applied entries between state machine snapshots */
+    /* While not leading, write the WAL on the loop thread when the storage worker is
+     * idle (storage_write_inline): the ack waits for that write anyway. */
+    bool wal_inline_when_following;
     /* Automatic compaction: the leader keeps this many revisions of history and compacts
      * older ones (0 = only on request, POST /v1/compact). */
     uint64_t compact_retain_revisions;

@@ -18,8 +18,14 @@
  *   - n_inflight counts batches from submit until poll, and bounds the completion ring,
  *     so the worker never has to wait for room.
  *
+ *   - storage_write_inline lends the WAL to the loop thread only while the worker is
+ *     parked in its wait with nothing queued (worker_idle); while inline_busy the worker
+ *     neither drains nor prepares, so exactly one thread touches the WAL at a time, and
+ *     since the queue was empty the inline batch is still in submission order.
+ *
  * Locking: one mutex guards the queue, the ring and the counters; the worker never holds
- * it while doing IO or calling wakeup_cb.
+ * it while doing IO or calling wakeup_cb. The inline writer does not hold it during IO
+ * either; the worker-only fields (fatal, failed, group) are its while inline_busy.
  *
  * Sections: types | errors | items | worker | API.
  */
@@ -70,6 +76,9 @@ struct storage {
     int failed; /* worker only: first failure (non-fatal) */
     bool fatal; /* worker only */
     bool full;  /* under mu: a batch waits for disk space (retry_enospc) */
+    bool worker_idle;   /* under mu: the worker waits on work_cv with nothing to do */
+    bool inline_busy;   /* under mu: storage_write_inline owns the WAL */
+    bool prepare_kick;  /* under mu: an inline write left wal_prepare work */
     struct storage_stats stats;
     const struct wal_batch *group[STORAGE_INFLIGHT_MAX]; /* worker only: one drain */
 };
@@ -89,6 +98,8 @@ const char *storage_strerror(int rv)
         return "storage stopped after an earlier failed batch";
     case STORAGE_ETHREAD:
         return "cannot start the storage thread";
+    case STORAGE_EBUSY:
+        return "storage worker busy";
     default:
         return wal_strerror(rv);
     }
@@ -265,8 +276,12 @@ static void *storage__main(void *arg)
     for (;;) {
         /* Each pass either waits or does one bounded preparation step; wal_prepare says
          * "no more" after at most segment_bytes / WAL_PREPARE_STEP_BYTES + 1 steps. */
-        while (s->head == NULL && !s->stopping) {
-            if (try_prepare && !s->fatal) {
+        while ((s->head == NULL || s->inline_busy) && !s->stopping) {
+            if (s->prepare_kick) {
+                s->prepare_kick = false;
+                try_prepare = true;
+            }
+            if (try_prepare && !s->fatal && !s->inline_busy) {
                 pthread_mutex_unlock(&s->mu);
                 bool more = false;
                 const int rv = wal_prepare(s->wal, WAL_PREPARE_STEP_BYTES, &more);
@@ -279,7 +294,9 @@ static void *storage__main(void *arg)
                 try_prepare = more; /* a failure is not the log's: the next roll retries */
                 continue;
             }
+            s->worker_idle = true;
             pthread_cond_wait(&s->work_cv, &s->mu);
+            s->worker_idle = false;
         }
         try_prepare = true;
         if (s->head == NULL) {
@@ -430,6 +447,67 @@ int storage_compact(struct storage *s, uint64_t snapshot_index, uint64_t *seq_ou
         storage__item_free(it);
     }
     return rv;
+}
+
+int storage_write_inline(struct storage *s, const struct wal_batch *b, uint64_t *seq_out)
+{
+    CC_ASSERT(s != NULL);
+    CC_ASSERT(b != NULL);
+    CC_ASSERT(b->entries != NULL || b->n_entries == 0);
+    pthread_mutex_lock(&s->mu);
+    CC_ASSERT(!s->stopping && !s->inline_busy);
+    if (!s->worker_idle || s->head != NULL || s->full || s->n_inflight == STORAGE_INFLIGHT_MAX) {
+        pthread_mutex_unlock(&s->mu);
+        return STORAGE_EBUSY;
+    }
+    s->inline_busy = true;
+    struct storage_item it = {.kind = STORAGE_ITEM_BATCH, .b = *b, .seq = ++s->next_seq};
+    s->n_inflight++;
+    struct storage_stats st = s->stats;
+    pthread_mutex_unlock(&s->mu);
+
+    storage__process(s, &it, &st); /* no copy: b's memory outlives the call */
+    const bool kick = wal_prepare_wanted(s->wal);
+    /* Disk full (retry_enospc): the batch becomes the worker's, as if it had been queued;
+     * b is still valid here, so it can be copied now. */
+    struct storage_item *queued = NULL;
+    int rv = 0;
+    if (it.retry) {
+        rv = storage__item_new(b, &queued);
+        if (rv == 0)
+            queued->seq = it.seq;
+    }
+
+    pthread_mutex_lock(&s->mu);
+    s->inline_busy = false;
+    s->stats.n_syncs = st.n_syncs;
+    s->stats.n_groups = st.n_groups;
+    s->stats.max_group = st.max_group;
+    s->stats.sync_us = st.sync_us;
+    if (queued) {
+        s->inflight_bytes += queued->n_bytes;
+        s->head = s->tail = queued; /* the queue was empty and only we submit */
+        s->full = true;
+    } else if (it.retry) {
+        /* no memory to keep it: fail it like any write error (not durable, not fatal) */
+        it.done.status = rv;
+        it.done.durable_index = wal_durable_index(s->wal);
+        it.done.durable_term = wal_durable_term(s->wal);
+    }
+    if (!queued) {
+        CC_ASSERT(s->n_ring < STORAGE_INFLIGHT_MAX);
+        s->ring[(s->ring_head + s->n_ring) % STORAGE_INFLIGHT_MAX] = it.done;
+        s->n_ring++;
+        s->stats.n_batches++;
+        pthread_cond_broadcast(&s->done_cv);
+    }
+    s->prepare_kick = s->prepare_kick || kick;
+    if (s->head != NULL || kick)
+        pthread_cond_signal(&s->work_cv);
+    pthread_mutex_unlock(&s->mu);
+    if (seq_out != NULL)
+        *seq_out = it.seq;
+    return 0;
 }
 
 uint32_t storage_poll(struct storage *s, struct storage_completion *out, uint32_t cap)

@@ -1076,6 +1076,12 @@ err:
     return wal__spare_error(rv);
 }
 
+bool wal_prepare_wanted(const struct wal *w)
+{
+    return w->failed == 0 && w->zero_fill && !w->spare_ready && !w->spare_failed &&
+           w->file != NULL && w->file_off >= w->segment_bytes / 2;
+}
+
 int wal_prepare(struct wal *w, uint64_t budget_bytes, bool *more)
 {
     CC_ASSERT(w != NULL);
@@ -1084,8 +1090,7 @@ int wal_prepare(struct wal *w, uint64_t budget_bytes, bool *more)
     if (w->failed != 0) {
         return WAL_EFAILED;
     }
-    if (!w->zero_fill || w->spare_ready || w->spare_failed || w->file == NULL ||
-        budget_bytes == 0 || w->file_off < w->segment_bytes / 2) {
+    if (budget_bytes == 0 || !wal_prepare_wanted(w)) {
         return 0;
     }
     return wal__spare_step(w, budget_bytes, more);

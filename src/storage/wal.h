@@ -250,6 +250,8 @@ int wal_compact(struct wal *w, uint64_t snapshot_index, uint32_t *n_deleted);
  * Errors are not fatal and not the log's: the spare is dropped, the next roll falls back
  * to fallocate, and the return value says why (WAL_ENOSPC, WAL_EIO, ...). */
 int wal_prepare(struct wal *w, uint64_t budget_bytes, bool *more);
+/* Whether wal_prepare() has work to do now. */
+bool wal_prepare_wanted(const struct wal *w);
 
 /* Closes without syncing: what wal_sync() did not report durable may be lost. */
 void wal_close(struct wal *w);

@@ -6,7 +6,10 @@
  * monotonic durable indexes, and that everything is on disk afterwards. Others cover
  * the wakeup callback, backpressure, a failed fsync (fatal), a full disk (the batches
  * after it are refused), compaction through the thread, one write per drain, the spare
- * segment zero-filled while the worker is idle, and a smoke run on env_posix.
+ * segment zero-filled while the worker is idle, a smoke run on env_posix, and
+ * storage_write_inline (the follower's write on the loop thread): it interleaves with
+ * queued batches in submission order, wakes the worker to prepare the spare, and hands
+ * a batch that hit a full disk to the worker's retry.
  *
  * Sections: helpers | group commit | wakeup and backpressure | failures | posix | main.
  */
@@ -493,6 +496,197 @@ static void test_spare_while_idle(void **state)
     simfs_free(fs);
 }
 
+/* ---- inline writes ---------------------------------------------------------------- */
+
+/* storage_write_inline of one entry (index i, term 1), waiting (bounded) for the worker
+ * to park; returns its seq. */
+static uint64_t inline_one(struct storage *s, uint64_t i, const uint8_t *bytes, uint32_t n)
+{
+    const struct raft_entry e = {
+        .term = 1, .index = i, .type = RAFT_ENTRY_COMMAND, .n_bytes = n, .bytes = (uint8_t *)bytes};
+    const struct wal_batch b = {.entries = &e, .n_entries = 1};
+    uint64_t seq = 0;
+    for (int k = 0; k < 5000; k++) {
+        const int rv = storage_write_inline(s, &b, &seq);
+        if (rv == 0)
+            return seq;
+        assert_int_equal(rv, STORAGE_EBUSY);
+        sleep_us(1000);
+    }
+    fail_msg("the worker never parked");
+    return 0;
+}
+
+static void test_inline_keeps_submission_order(void **state)
+{
+    struct simfs *fs;
+    SH_ASSERT_OK(simfs_new(11, &fs));
+    struct wal_recovered rec;
+    struct wal *w = open_wal(slow_env(fs), DIR, &rec);
+    wal_recovered_free(&rec);
+    struct storage *s;
+    SH_ASSERT_OK(storage_start(w, NULL, &s));
+    static struct storage_completion done[N_BATCHES];
+    uint32_t n_done = 0, n_busy = 0, n_inline = 0;
+    uint64_t index = 0;
+    const uint8_t payload[8] = "inline!";
+    /* inline while idle: the completion is in the ring on return, durable */
+    uint64_t seq = inline_one(s, ++index, payload, sizeof(payload));
+    assert_int_equal(storage_poll(s, done, 1), 1);
+    assert_int_equal(done[0].seq, seq);
+    assert_int_equal(done[0].status, 0);
+    assert_int_equal(done[0].durable_index, index);
+    n_done = 1;
+    /* a queued batch (each sync takes SYNC_US) then an inline attempt right behind it:
+     * refused while the worker has it, and whenever accepted, still in order */
+    for (int k = 0; k < 50; k++) {
+        submit_one(s, ++index, done, &n_done);
+        uint8_t buf[SH_ENTRY_BYTES_MAX];
+        struct raft_entry e;
+        sh_entry(&e, index + 1, 1, buf);
+        const struct wal_batch b = {.entries = &e, .n_entries = 1};
+        const int rv = storage_write_inline(s, &b, NULL);
+        if (rv == 0) {
+            index++;
+            n_inline++;
+        } else {
+            assert_int_equal(rv, STORAGE_EBUSY);
+            n_busy++;
+        }
+        collect(s, done, &n_done, n_done + 1 + (rv == 0));
+        /* and once the worker parked again, inline behind the queued one */
+        inline_one(s, ++index, payload, sizeof(payload));
+        n_inline++;
+        collect(s, done, &n_done, n_done + 1);
+    }
+    assert_true(n_busy > 0); /* a 2 ms sync is far longer than submit-to-inline */
+    for (uint32_t i = 0; i < n_done; i++) {
+        assert_int_equal(done[i].status, 0);
+        if (i > 0) {
+            assert_true(done[i].seq == done[i - 1].seq + 1);
+            assert_true(done[i].durable_index >= done[i - 1].durable_index);
+        }
+    }
+    assert_int_equal(done[n_done - 1].durable_index, index);
+    struct storage_stats st;
+    storage_get_stats(s, &st);
+    assert_int_equal(st.n_batches, n_done);
+    storage_stop(s);
+    wal_close(w);
+    simfs_crash(fs);
+    w = open_wal(simfs_env(fs), DIR, &rec);
+    assert_int_equal(rec.last_index, index);
+    assert_int_equal(rec.n_entries, index);
+    assert_memory_equal(rec.entries[0].bytes, payload, sizeof(payload));
+    wal_recovered_free(&rec);
+    wal_close(w);
+    simfs_free(fs);
+    print_message("inline: %u accepted, %u refused while the worker was busy\n", n_inline,
+                  n_busy);
+}
+
+/* Only inline writes: the worker must still be woken to zero-fill the spare once the
+ * segment is half full, and the roll must use it. */
+static void test_inline_wakes_worker_for_spare(void **state)
+{
+    struct simfs *fs;
+    SH_ASSERT_OK(simfs_new(13, &fs));
+    struct wal_recovered rec;
+    struct wal_options o;
+    wal_options_default(&o);
+    o.segment_bytes = 4 * WAL_PREPARE_STEP_BYTES;
+    struct wal *w;
+    char msg[WAL_MSG_BYTES];
+    SH_ASSERT_OK(wal_open(simfs_env(fs), DIR, &o, &w, &rec, msg, sizeof(msg)));
+    wal_recovered_free(&rec);
+    struct storage *s;
+    SH_ASSERT_OK(storage_start(w, NULL, &s));
+    static uint8_t big[64 << 10];
+    memset(big, 0x55, sizeof(big));
+    static struct storage_completion done[N_BATCHES];
+    uint64_t index = 0;
+    const uint64_t half = o.segment_bytes / 2 / sizeof(big) + 1;
+    for (uint64_t k = 0; k < half; k++) {
+        inline_one(s, ++index, big, sizeof(big));
+        assert_int_equal(storage_poll(s, done, 1), 1);
+    }
+    struct storage_stats st;
+    for (int k = 0; k < 5000; k++) {
+        storage_get_stats(s, &st);
+        if (st.n_spare_bytes >= 2 * o.segment_bytes)
+            break;
+        sleep_us(1000);
+    }
+    assert_int_equal(st.n_spare_bytes, 2 * o.segment_bytes);
+    for (uint64_t k = 0; k < half + 4; k++) {
+        inline_one(s, ++index, big, sizeof(big));
+        assert_int_equal(storage_poll(s, done, 1), 1);
+        assert_int_equal(done[0].status, 0);
+        assert_int_equal(done[0].durable_index, index);
+    }
+    storage_stop(s);
+    struct wal_stats ws;
+    wal_get_stats(w, &ws);
+    assert_int_equal(ws.n_segments_created, 2);
+    assert_int_equal(ws.n_segments_zeroed, 2);
+    wal_close(w);
+    simfs_crash(fs);
+    SH_ASSERT_OK(wal_open(simfs_env(fs), DIR, &o, &w, &rec, msg, sizeof(msg)));
+    assert_int_equal(rec.last_index, index);
+    wal_recovered_free(&rec);
+    wal_close(w);
+    simfs_free(fs);
+}
+
+/* An inline write that finds the disk full becomes the worker's retried batch: nothing
+ * completes while full, later batches queue behind it, and all land in order. */
+static void test_inline_enospc_goes_to_worker(void **state)
+{
+    struct simfs *fs;
+    SH_ASSERT_OK(simfs_new(17, &fs));
+    struct wal_recovered rec;
+    struct wal *w = open_wal(simfs_env(fs), DIR, &rec);
+    wal_recovered_free(&rec);
+    struct simfs_faults faults = {0};
+    faults.capacity_bytes = simfs_used_bytes(fs) + 100;
+    simfs_set_faults(fs, &faults);
+    struct storage *s;
+    const struct storage_options o = {.retry_enospc = true};
+    SH_ASSERT_OK(storage_start(w, &o, &s));
+    static uint8_t big[70000]; /* past the preallocated 64 KiB segment */
+    memset(big, 0x33, sizeof(big));
+    inline_one(s, 1, big, sizeof(big));
+    assert_true(storage_full(s));
+    struct storage_completion done[4];
+    assert_int_equal(storage_poll(s, done, 4), 0);
+    uint8_t buf[SH_ENTRY_BYTES_MAX];
+    struct raft_entry e;
+    sh_entry(&e, 2, 1, buf);
+    const struct wal_batch b = {.entries = &e, .n_entries = 1};
+    assert_int_equal(storage_write_inline(s, &b, NULL), STORAGE_EBUSY); /* full: queue */
+    uint32_t n_done = 0;
+    submit_one(s, 2, done, &n_done);
+    sleep_us(20000);
+    assert_int_equal(storage_poll(s, done, 4), 0);
+    faults.capacity_bytes = 0;
+    simfs_set_faults(fs, &faults);
+    collect(s, done, &n_done, 2);
+    assert_int_equal(done[0].status, 0);
+    assert_true(done[0].durable_index >= 1);
+    assert_int_equal(done[1].status, 0);
+    assert_int_equal(done[1].seq, done[0].seq + 1);
+    assert_int_equal(done[1].durable_index, 2);
+    storage_stop(s);
+    wal_close(w);
+    w = open_wal(simfs_env(fs), DIR, &rec);
+    assert_int_equal(rec.n_entries, 2);
+    assert_int_equal(rec.entries[0].n_bytes, sizeof(big));
+    assert_int_equal(rec.entries[0].bytes[0], 0x33);
+    wal_recovered_free(&rec);
+    wal_close(w);
+    simfs_free(fs);
+}
+
 /* ---- posix ------------------------------------------------------------------------ */
 
 static void test_posix_group_commit(void **state)
@@ -544,6 +738,9 @@ int main(void)
         cmocka_unit_test(test_compact_through_thread),
         cmocka_unit_test(test_one_write_per_drain),
         cmocka_unit_test(test_spare_while_idle),
+        cmocka_unit_test(test_inline_keeps_submission_order),
+        cmocka_unit_test(test_inline_wakes_worker_for_spare),
+        cmocka_unit_test(test_inline_enospc_goes_to_worker),
         cmocka_unit_test(test_posix_group_commit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
