@@ -2,7 +2,7 @@
  * single-ID requests on a fixed schedule, latency measured from each request's
  * SCHEDULED time, so a server (or driver) stall is charged to every request it delays.
  *
- *   id_burst_driver resp|http|ping HOST:PORT --tag T [--http-stats HOST:PORT] [--rate R]
+ *   id_burst_driver resp|http|ping|sleep HOST:PORT --tag T [--http-stats HOST:PORT] [--rate R]
  *                   [--burst X] [--seconds D] [--warmup W] [--threads K] [--conns C]
  *   id_burst_driver --selftest
  *
@@ -14,6 +14,10 @@
  *   ping  PING on the RESP port; the answer must be "+PONG". The floor: the same server
  *         loop, transport, driver and schedule without the ID service, so a tail that
  *         PING shows too is the machine's (scheduling, loopback TCP), not the IDs'.
+ *   sleep no request at all: each thread only wakes at every scheduled time, and the
+ *         "answer" is the wake-up (HOST:PORT is still parsed; nothing connects). The
+ *         floor under the floor: how late this machine runs a thread that asked to be
+ *         woken, so no server answers below its tail here.
  * Per connection the ids must grow (one node serves its segments in order, and a later
  * segment is always above an earlier one): "id_regressions" counts the exceptions.
  *
@@ -84,7 +88,7 @@
 
 _Static_assert(IB_REQ_MAX > IB_TAG_MAX + 128, "a request holds the tag and the framing");
 
-enum ib_proto { IB_RESP, IB_HTTP, IB_PING };
+enum ib_proto { IB_RESP, IB_HTTP, IB_PING, IB_SLEEP };
 
 static const char *const ib_phase_name[IB_PHASES] = {"warmup", "steady", "burst", "after"};
 
@@ -335,10 +339,50 @@ static void ib_answer(struct ib_thread *t, struct ib_conn *c, double now)
     c->len = 0;
 }
 
+/* proto sleep: the schedule alone. Every request due is "answered" at once, so its
+ * latency is how late the thread woke for it. */
+static void ib_sleep_schedule(struct ib_thread *t)
+{
+    int p = 0;
+    long j = 0;
+    double due = ib_due(0, 0, t->idx);
+    for (long loop = 0; loop < IB_LOOPS_MAX && p < IB_PHASES; loop++) {
+        double now = bench_now_us();
+        while (p < IB_PHASES && due <= now) {
+            struct ib_phase_stats *ps = &t->ph[p];
+            const uint64_t late_ns = (uint64_t)((now - due) * 1e3);
+            bench_hist_record(&ps->lag, late_ns);
+            bench_hist_record(&ps->svc, 0);
+            bench_hist_record(&ps->lat, late_ns);
+            ps->scheduled++;
+            ps->sent++;
+            ps->answered++;
+            int wp = ib_phase_at(now);
+            if (wp >= 0)
+                t->ph[wp].answered_in_window++;
+            ib_advance(t->idx, &p, &j, &due);
+        }
+        if (p >= IB_PHASES)
+            break;
+        double wait_us = due - bench_now_us();
+        if (wait_us > 0) {
+            struct timespec ts = {.tv_sec = (time_t)(wait_us / 1e6),
+                                  .tv_nsec = (long)(fmod(wait_us, 1e6) * 1e3)};
+            (void)ppoll(NULL, 0, &ts, NULL); /* same wait as the I/O loop, no fds */
+        }
+    }
+}
+
 static void *ib_worker(void *arg)
 {
     struct ib_thread *t = arg;
     (void)prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* ppoll wakes on time, not 50 us late */
+    if (g.proto == IB_SLEEP) {
+        pthread_barrier_wait(&g.barrier);
+        pthread_barrier_wait(&g.barrier);
+        ib_sleep_schedule(t);
+        return NULL;
+    }
     bool ok = true;
     for (int i = 0; i < g.conns; i++) {
         t->conn[i].last_id = -1;
@@ -527,7 +571,7 @@ static int ib_selftest(void)
 static void ib_usage(void)
 {
     fprintf(stderr,
-            "usage: id_burst_driver resp|http|ping HOST:PORT --tag T [--http-stats HOST:PORT]\n"
+            "usage: id_burst_driver resp|http|ping|sleep HOST:PORT --tag T [--http-stats HOST:PORT]\n"
             "       [--rate R] [--burst X] [--seconds D] [--warmup W] [--threads K] [--conns C]\n"
             "       id_burst_driver --selftest\n");
     exit(1);
@@ -558,6 +602,8 @@ static void ib_parse_args(int argc, char **argv)
         g.proto = IB_HTTP;
     } else if (strcmp(argv[1], "ping") == 0) {
         g.proto = IB_PING;
+    } else if (strcmp(argv[1], "sleep") == 0) {
+        g.proto = IB_SLEEP;
     } else {
         ib_usage();
     }
@@ -640,7 +686,7 @@ int main(int argc, char **argv)
     }
     ib_parse_args(argc, argv);
     int n;
-    if (g.proto == IB_PING) {
+    if (g.proto == IB_PING || g.proto == IB_SLEEP) {
         n = snprintf(g.req, sizeof(g.req), "*1\r\n$4\r\nPING\r\n");
     } else if (g.proto == IB_RESP) {
         n = snprintf(g.req, sizeof(g.req), "*3\r\n$7\r\nID.NEXT\r\n$%zu\r\n%s\r\n$1\r\n1\r\n",
@@ -725,9 +771,10 @@ int main(int argc, char **argv)
     }
     printf("{\"proto\":\"%s\",\"tag\":\"%s\",\"threads\":%d,\"conns_per_thread\":%d,"
            "\"rate\":%.1f,\"burst\":%.2f,\"seconds\":%.3f,\"warmup\":%.3f,\"phases\":[",
-           g.proto == IB_RESP   ? "resp"
-           : g.proto == IB_HTTP ? "http"
-                                : "ping",
+           g.proto == IB_RESP    ? "resp"
+           : g.proto == IB_HTTP  ? "http"
+           : g.proto == IB_SLEEP ? "sleep"
+                                 : "ping",
            g.tag, g.threads, g.conns, g.rate, g.burst, g.seconds, g.warmup);
     for (int p = 0; p < IB_PHASES; p++) {
         ib_print_phase(p, &sum[p], durations[p]);
