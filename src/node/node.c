@@ -519,6 +519,10 @@ static void flush(struct node *n)
             .has_hard_state = u.hard_state_changed && !commit_only,
             .hard_state = u.hard_state,
         };
+        /* Messages that need nothing durable leave before the write is handed over: the
+         * leader's AppendEntries start the followers' syncs, the longer path to a commit,
+         * and waking the storage worker first can put it on this CPU ahead of them. */
+        send_msgs(n, u.msgs_now, u.n_msgs_now);
         bool wrote_inline = false;
         if (b.snapshot_index || b.truncate_from || b.n_entries || b.has_hard_state) {
             uint64_t seq = 0;
@@ -540,7 +544,6 @@ static void flush(struct node *n)
             n->last_seq_submitted = seq;
             n->stats.storage_batches++;
         }
-        send_msgs(n, u.msgs_now, u.n_msgs_now);
         if (u.n_msgs_after_persist > 0) {
             if (n->last_seq_submitted > n->last_seq_durable)
                 hold_msgs(n, u.msgs_after_persist, u.n_msgs_after_persist);
