@@ -833,6 +833,11 @@ static void on_api_closed(uv_handle_t *h)
         free(a);
 }
 
+void api_set_resp(struct api *a, struct resp_server *srv)
+{
+    a->resp = srv;
+}
+
 void api_free(struct api *a)
 {
     a->closing = true;

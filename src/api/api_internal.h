@@ -25,7 +25,7 @@
 _Static_assert(API_PUBLISH_MS % API_TICK_MS == 0, "publish on whole ticks");
 #define API_COMPACT_SLACK_REVISIONS 1000 /* auto-compact only when it drops this many */
 
-#define API_PATH_CLASSES 8 /* /v1/kv, /v1/txn, /v1/compact, /v1/cluster, /metrics, health, other, /v1/watch */
+#define API_PATH_CLASSES 13 /* metrics.c: path_class_names */
 
 struct api {
     uv_loop_t *loop;
@@ -43,6 +43,7 @@ struct api {
     uint32_t n_calls;         /* forward_call()s in flight, each holding a */
     struct id_api *ids;       /* id_api.c: /v1/id/ and /s/ (docs/id.md) */
     struct watch_hub *watch;  /* watch.c: GET /v1/watch/ streams */
+    struct resp_server *resp; /* its counters in /metrics; NULL without --resp */
     /* lock_api.c */
     struct op *lock_waiters;  /* queued acquires on this node */
     uint64_t next_request_id;

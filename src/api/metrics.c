@@ -4,7 +4,8 @@
  * the KV revision, HTTP requests by path class and status class with a latency
  * histogram per path class (fed by the server's access-log hook, so every answered
  * request counts, errors included), the WAL fsync latency histogram (timed on the
- * storage thread), and per peer the send-queue depth, drops and connection state.
+ * storage thread), per peer the send-queue depth, drops and connection state, and the
+ * RESP listener's counters (resp_server.h) when there is one.
  *
  * Path classes keep the label set small and fixed: a key never becomes a label.
  * Sections: path classes | text buffer | exposition.
@@ -15,12 +16,14 @@
 #include <string.h>
 
 #include "api/api_internal.h"
+#include "api/resp_server.h"
 
 /* ==== path classes ========================================================== */
 
 static const char *const path_class_names[API_PATH_CLASSES] = {
-    "/v1/kv", "/v1/txn", "/v1/compact", "/v1/cluster", "/metrics", "health", "other",
-    "/v1/watch"};
+    "/v1/kv",    "/v1/txn",   "/v1/compact",  "/v1/cluster", "/metrics",
+    "health",    "other",     "/v1/watch",    "/v1/lock",    "/v1/lease",
+    "/v1/election", "/v1/id", "/v3/lease"};
 
 static bool starts(const char *p, size_t n, const char *prefix)
 {
@@ -44,6 +47,16 @@ static unsigned path_class(const char *p, size_t n)
         return 5;
     if (starts(p, n, "/v1/watch"))
         return 7;
+    if (starts(p, n, "/v1/lock") || starts(p, n, "/v3/lock/"))
+        return 8;
+    if (starts(p, n, "/v1/lease"))
+        return 9;
+    if (starts(p, n, "/v1/election"))
+        return 10;
+    if (starts(p, n, "/v1/id/") || starts(p, n, "/v1/shorturl") || starts(p, n, "/s/"))
+        return 11;
+    if (starts(p, n, "/v3/lease/") || starts(p, n, "/v3/kv/lease"))
+        return 12;
     return 6;
 }
 
@@ -114,6 +127,32 @@ static void gauge(struct text *t, const char *name, const char *help, const char
                   unsigned long long v)
 {
     put(t, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name, v);
+}
+
+static void put_resp(struct text *t, const struct resp_server *srv)
+{
+    struct resp_server_stats rs;
+    resp_server_get_stats(srv, &rs);
+    gauge(t, "conclave_resp_commands_total", "RESP commands answered.", "counter",
+          rs.commands_total);
+    gauge(t, "conclave_resp_errors_total", "RESP error replies.", "counter", rs.errors_total);
+    gauge(t, "conclave_resp_connections_total", "RESP connections accepted.", "counter",
+          rs.connections_total);
+    gauge(t, "conclave_resp_connections_rejected_total",
+          "RESP connections refused at the client limit.", "counter", rs.connections_rejected);
+    gauge(t, "conclave_resp_protocol_errors_total",
+          "RESP connections closed for a malformed request.", "counter", rs.protocol_errors);
+    gauge(t, "conclave_resp_output_overflows_total",
+          "RESP clients cut off at the output buffer limit.", "counter", rs.output_overflows);
+    gauge(t, "conclave_resp_rmw_retries_total",
+          "RESP read-modify-write attempts lost to a conflict and retried.", "counter",
+          rs.rmw_retries);
+    gauge(t, "conclave_resp_proposals_total", "Raft entries proposed for RESP commands.",
+          "counter", rs.proposals);
+    gauge(t, "conclave_resp_reads_total", "ReadIndex rounds asked for by RESP reads.",
+          "counter", rs.reads);
+    gauge(t, "conclave_resp_clients", "RESP clients connected.", "gauge",
+          rs.clients_connected);
 }
 
 void api_metrics(struct api *a, struct http_req *req)
@@ -188,6 +227,8 @@ void api_metrics(struct api *a, struct http_req *req)
             (unsigned long long)ps.frames_dropped);
         put(&t, "conclave_peer_connected{peer=\"%u\"} %d\n", c->servers[i].id, ps.connected);
     }
+    if (a->resp)
+        put_resp(&t, a->resp);
     if (t.oom) {
         free(t.p);
         http_respond_error(req, 503, "no_memory", "out of memory rendering metrics");

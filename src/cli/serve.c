@@ -391,6 +391,8 @@ int cli_serve_main(int argc, char **argv)
         else
             fprintf(stderr, "conclave: node %u serving RESP (redis-cli -p %d) on %s\n", c.id,
                     resp_server_bound_port(s.resp), resp_addr);
+        if (rv == 0)
+            api_set_resp(s.api, s.resp);
     }
     uv_signal_init(s.loop, &s.sigint);
     uv_signal_init(s.loop, &s.sigterm);

@@ -15,6 +15,7 @@ instead of hanging it.
 """
 
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -998,3 +999,31 @@ def test_no_quorum_answers_instead_of_hanging(make_cluster):
     w = rc(c.m(new))
     wait_until("a write after recovery", lambda: w.set("q", "3") is True, 20)
     assert w.get("q") == b"3"
+
+
+def test_resp_counters_in_metrics(single, r, ns):
+    """The RESP listener's counters are on the same node's /metrics."""
+    def scrape():
+        text = requests.get(f"{single.url(1)}/metrics", timeout=10).text
+        return {m.group(1): int(m.group(2)) for m in
+                re.finditer(r"^(conclave_resp_[a-z_]+) (\d+)$", text, re.M)}
+    before = scrape()
+    for k in ("commands_total", "errors_total", "connections_total", "proposals_total",
+              "reads_total", "clients"):
+        assert f"conclave_resp_{k}" in before, before
+    for i in range(5):
+        r.set(f"{ns}m{i}", "v")
+    r.get(f"{ns}m0")
+    with pytest.raises(redis.ResponseError):
+        r.execute_command("NOSUCHCOMMAND")
+    after = scrape()
+    assert after["conclave_resp_clients"] >= 1  # r is connected now
+    assert after["conclave_resp_commands_total"] >= before["conclave_resp_commands_total"] + 7
+    assert after["conclave_resp_errors_total"] >= before["conclave_resp_errors_total"] + 1
+    assert after["conclave_resp_proposals_total"] > before["conclave_resp_proposals_total"]
+    assert after["conclave_resp_reads_total"] > before["conclave_resp_reads_total"]
+    # lock, lease, election and id requests have their own HTTP path classes
+    requests.post(f"{single.url(1)}/v1/lease", json={"ttl_ms": 5000}, timeout=10)
+    text = requests.get(f"{single.url(1)}/metrics", timeout=10).text
+    assert re.search(r'^conclave_http_requests_total\{path="/v1/lease",code="2xx"\} \d+$',
+                     text, re.M), text
