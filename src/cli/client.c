@@ -195,6 +195,80 @@ size_t client_escape(const void *bytes, size_t n, bool keep_slash, char *out, si
     return k;
 }
 
+static int client__b64_value(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+long client_b64_decode(const char *s, size_t n, uint8_t *out)
+{
+    size_t k = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n && s[i] != '='; i++) {
+        int v = client__b64_value(s[i]);
+        if (v < 0)
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[k++] = (uint8_t)(acc >> bits);
+        }
+    }
+    return (long)k;
+}
+
+void client_print_escaped(const uint8_t *p, size_t n, bool keep_utf8)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if (c == '\\')
+            fputs("\\\\", stdout);
+        else if (c == '\n')
+            fputs("\\n", stdout);
+        else if (c == '\t')
+            fputs("\\t", stdout);
+        else if (c < 0x20 || c == 0x7f || (c >= 0x80 && !keep_utf8))
+            printf("\\x%02x", c);
+        else
+            putchar(c);
+    }
+}
+
+bool client_print_field(json_t *obj, const char *name, bool escape_text)
+{
+    json_t *s = json_object_get(obj, name);
+    if (json_is_string(s)) {
+        if (escape_text)
+            client_print_escaped((const uint8_t *)json_string_value(s), json_string_length(s),
+                                 true);
+        else
+            fwrite(json_string_value(s), 1, json_string_length(s), stdout);
+        return true;
+    }
+    char b64name[64];
+    snprintf(b64name, sizeof(b64name), "%s_base64", name);
+    s = json_object_get(obj, b64name);
+    if (!json_is_string(s))
+        return false;
+    size_t n = json_string_length(s);
+    uint8_t *bytes = malloc(n / 4 * 3 + 3);
+    long k = bytes ? client_b64_decode(json_string_value(s), n, bytes) : -1;
+    if (k >= 0)
+        client_print_escaped(bytes, (size_t)k, false);
+    else
+        fputs(json_string_value(s), stdout);
+    free(bytes);
+    return true;
+}
+
 /* ---- time and sockets -------------------------------------------------------------- */
 
 static uint64_t client__now_ms(void)

@@ -88,6 +88,21 @@ int client_endpoint_split(const char *endpoint, char *host, size_t host_cap, cha
  * hex). Requires out_cap >= 3 * n + 1; writes a NUL; returns the length written. */
 size_t client_escape(const void *bytes, size_t n, bool keep_slash, char *out, size_t out_cap);
 
+/* Decodes standard base64 (as the server writes `*_base64` fields) into out, which holds
+ * at least n / 4 * 3 + 3 bytes; stops at '='. Returns the byte count, or -1 at a
+ * character outside the alphabet. */
+long client_b64_decode(const char *s, size_t n, uint8_t *out);
+
+/* Writes p to stdout with C escapes for backslash, newline, tab and control bytes, and
+ * for bytes >= 0x80 unless keep_utf8: one value stays on one line. */
+void client_print_escaped(const uint8_t *p, size_t n, bool keep_utf8);
+
+/* Prints obj's field `name` (a JSON string: as is, or escaped with keep_utf8 when
+ * escape_text) or else `name`_base64 (decoded, escaped; printed raw if it does not
+ * decode). Returns false when neither field is there. */
+struct json_t;
+bool client_print_field(struct json_t *obj, const char *name, bool escape_text);
+
 /* ---- exchange ---------------------------------------------------------------------- */
 
 struct client_request {

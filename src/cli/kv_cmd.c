@@ -225,80 +225,6 @@ static int kv_read_all(FILE *f, size_t max, uint8_t **out, size_t *len)
 
 /* ---- rendering --------------------------------------------------------------------- */
 
-static int kv_b64_value(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
-/* Decodes base64 (as api.c writes it) into out (cap >= 3 * n / 4 + 3); -1 if bad. */
-static long kv_b64_decode(const char *s, size_t n, uint8_t *out)
-{
-    size_t k = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n && s[i] != '='; i++) {
-        int v = kv_b64_value(s[i]);
-        if (v < 0)
-            return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[k++] = (uint8_t)(acc >> bits);
-        }
-    }
-    return (long)k;
-}
-
-/* Prints bytes with C-style escapes for anything but printable ASCII. */
-static void kv_print_escaped(const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = p[i];
-        if (c == '\\')
-            fputs("\\\\", stdout);
-        else if (c == '\n')
-            fputs("\\n", stdout);
-        else if (c == '\t')
-            fputs("\\t", stdout);
-        else if (c < 0x20 || c >= 0x7f)
-            printf("\\x%02x", c);
-        else
-            putchar(c);
-    }
-}
-
-/* Prints obj's field `name` (text as is) or `name`_base64 (decoded, escaped). Returns
- * false when neither is there. */
-static bool kv_print_field(json_t *obj, const char *name)
-{
-    json_t *s = json_object_get(obj, name);
-    if (json_is_string(s)) {
-        fwrite(json_string_value(s), 1, json_string_length(s), stdout);
-        return true;
-    }
-    char b64name[32];
-    snprintf(b64name, sizeof(b64name), "%s_base64", name);
-    s = json_object_get(obj, b64name);
-    if (!json_is_string(s))
-        return false;
-    size_t n = json_string_length(s);
-    uint8_t *bytes = malloc(n / 4 * 3 + 3);
-    long k = bytes ? kv_b64_decode(json_string_value(s), n, bytes) : -1;
-    if (k >= 0)
-        kv_print_escaped(bytes, (size_t)k);
-    else
-        fputs(json_string_value(s), stdout);
-    free(bytes);
-    return true;
-}
-
 /* Prints a range's kvs as `key = value` lines (`key` lines without with_values), each
  * after lead, then a footer when the server held keys back. The server omits an empty
  * value's field, so with_values, not the field, decides whether " = " is printed. */
@@ -308,10 +234,10 @@ static void kv_print_range(json_t *range, const char *lead, bool with_values)
     for (size_t i = 0; i < json_array_size(kvs); i++) {
         json_t *kv = json_array_get(kvs, i);
         fputs(lead, stdout);
-        kv_print_field(kv, "key");
+        client_print_field(kv, "key", false);
         if (with_values) {
             fputs(" = ", stdout);
-            kv_print_field(kv, "value");
+            client_print_field(kv, "value", false);
         }
         putchar('\n');
     }
@@ -473,7 +399,7 @@ static int kv_cmd_get(const struct client_cli *cli, const struct kv_args *a)
         } else if (prefix) {
             kv_print_range(j, "", !keys_only);
         } else { /* --keys-only on one key: the key, if it exists (else 404 above) */
-            kv_print_field(j, "key");
+            client_print_field(j, "key", false);
             putchar('\n');
         }
         json_decref(j);

@@ -89,73 +89,6 @@ static int wc_body(void *arg, const uint8_t *bytes, size_t n)
 
 /* ---- rendering --------------------------------------------------------------------- */
 
-static int wc_b64_value(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
-/* Prints bytes with C escapes for anything but printable ASCII (kv get's style). */
-static void wc_print_escaped(const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = p[i];
-        if (c == '\\')
-            fputs("\\\\", stdout);
-        else if (c == '\n')
-            fputs("\\n", stdout);
-        else if (c == '\t')
-            fputs("\\t", stdout);
-        else if (c < 0x20 || c == 0x7f)
-            printf("\\x%02x", c);
-        else
-            putchar(c);
-    }
-}
-
-/* Prints obj's `name` (text) or `name`_base64 (decoded), escaped; one line stays one. */
-static void wc_print_field(json_t *obj, const char *name)
-{
-    json_t *s = json_object_get(obj, name);
-    if (json_is_string(s)) {
-        wc_print_escaped((const uint8_t *)json_string_value(s), json_string_length(s));
-        return;
-    }
-    char b64name[32];
-    snprintf(b64name, sizeof(b64name), "%s_base64", name);
-    s = json_object_get(obj, b64name);
-    if (!json_is_string(s))
-        return;
-    const char *t = json_string_value(s);
-    size_t n = json_string_length(s);
-    uint8_t *out = malloc(n / 4 * 3 + 3);
-    if (!out) {
-        fputs(t, stdout);
-        return;
-    }
-    size_t k = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n && t[i] != '='; i++) {
-        int v = wc_b64_value(t[i]);
-        if (v < 0)
-            break;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[k++] = (uint8_t)(acc >> bits);
-        }
-    }
-    wc_print_escaped(out, k);
-    free(out);
-}
-
 static int64_t wc_i64(json_t *o, const char *name)
 {
     return (int64_t)json_integer_value(json_object_get(o, name));
@@ -172,13 +105,13 @@ static int wc_render(struct wc *w, const char *event, json_t *data)
             const char *type = json_string_value(json_object_get(e, "type"));
             if (type && strcmp(type, "delete") == 0) {
                 printf("%" PRId64 " DELETE ", rev);
-                wc_print_field(e, "key");
+                client_print_field(e, "key", true);
             } else {
                 json_t *kv = json_object_get(e, "kv");
                 printf("%" PRId64 " PUT ", rev);
-                wc_print_field(kv, "key");
+                client_print_field(kv, "key", true);
                 fputs(" = ", stdout);
-                wc_print_field(kv, "value");
+                client_print_field(kv, "value", true);
             }
             putchar('\n');
         }
@@ -189,9 +122,9 @@ static int wc_render(struct wc *w, const char *event, json_t *data)
         for (size_t i = 0; i < json_array_size(kvs); i++) {
             json_t *kv = json_array_get(kvs, i);
             printf("%" PRId64 " SNAPSHOT ", rev);
-            wc_print_field(kv, "key");
+            client_print_field(kv, "key", true);
             fputs(" = ", stdout);
-            wc_print_field(kv, "value");
+            client_print_field(kv, "value", true);
             putchar('\n');
         }
     } else if (strcmp(event, "lease") == 0) {

@@ -252,6 +252,43 @@ static void test_escape(void **state)
     assert_string_equal(out, "");
 }
 
+/* client_b64_decode against the RFC 4648 vectors, every byte value, and bad input. */
+static void test_b64_decode(void **state)
+{
+    (void)state;
+    static const char *const enc[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
+                                      "Zm9vYmFy"};
+    static const char *const dec[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    uint8_t out[64];
+    for (size_t i = 0; i < sizeof(enc) / sizeof(enc[0]); i++) {
+        long k = client_b64_decode(enc[i], strlen(enc[i]), out);
+        assert_int_equal(k, (long)strlen(dec[i]));
+        assert_memory_equal(out, dec[i], (size_t)k);
+    }
+    /* all 256 byte values: "AAECAwQF..." is base64 of 0x00 0x01 0x02 ... */
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    uint8_t bytes[256], back[256 / 3 * 4 + 8];
+    char text[256 / 3 * 4 + 8];
+    for (int i = 0; i < 256; i++)
+        bytes[i] = (uint8_t)i;
+    size_t t = 0;
+    for (int i = 0; i < 255; i += 3) { /* 255 = 85 full groups, then one byte */
+        uint32_t v = (uint32_t)bytes[i] << 16 | (uint32_t)bytes[i + 1] << 8 | bytes[i + 2];
+        for (int k = 3; k >= 0; k--)
+            text[t++] = alphabet[(v >> (6 * k)) & 63];
+    }
+    text[t++] = alphabet[bytes[255] >> 2];
+    text[t++] = alphabet[(bytes[255] & 3) << 4];
+    text[t++] = '=';
+    text[t++] = '=';
+    assert_int_equal(client_b64_decode(text, t, back), 256);
+    assert_memory_equal(back, bytes, 256);
+    /* a character outside the alphabet is refused, not skipped */
+    assert_int_equal(client_b64_decode("Zm9v*mFy", 8, out), -1);
+    assert_int_equal(client_b64_decode("Zm9v YmFy", 9, out), -1);
+}
+
 static void test_endpoint_split(void **state)
 {
     char host[64], port[8], msg[256];
@@ -688,6 +725,7 @@ int main(void)
     alarm(TEST_ALARM_S);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_escape),
+        cmocka_unit_test(test_b64_decode),
         cmocka_unit_test(test_endpoint_split),
         cmocka_unit_test_setup_teardown(test_request_put_binary, srv_reset, srv_teardown),
         cmocka_unit_test_setup_teardown(test_request_get_has_no_length, srv_reset, srv_teardown),
