@@ -358,10 +358,14 @@ static void apply_entry(struct node *n, const struct raft_entry *e)
         else
             lease_timer_on_revoke(n->lease_timer, lc->id);
     }
-    finish_props(n, e->index, e->term, &res, false);
+    /* Observers first: they wake waiters (a lock's next holder, watchers), and the
+     * proposer's own answer can wait a write longer. In a lock handoff the next holder's
+     * release is what the following commit waits for; answered second, it would reach us
+     * after the old holder's re-acquire and queue behind that entry's fsync. */
     for (uint32_t i = 0; i < n->n_observers; i++)
         if (n->observers[i].applied_cb)
             n->observers[i].applied_cb(n->observers[i].arg, &res);
+    finish_props(n, e->index, e->term, &res, false);
     sm_result_free(&res);
 }
 
