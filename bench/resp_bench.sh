@@ -113,9 +113,12 @@ rps() {
     local out v
     out=$(timeout 600 redis-benchmark -h 127.0.0.1 -p "$1" -c "$clients" -n "$2" -P "$3" \
         -r "$keys" --csv "${what[@]}" 2>&1)
-    v=$(printf '%s\n' "$out" | grep -v '^WARNING' | awk -F'"' 'NR == 2 {print $4}')
+    # the CSV row after the header; any other line (an error reply, a reset) is shown
+    v=$(printf '%s\n' "$out" | awk -F'"' '/^"/ && $2 != "test" {v = $4} END {print v}')
     [ -n "$v" ] || printf 'resp_bench: redis-benchmark -p %s -n %s -P %s %s failed: %s\n' \
         "$1" "$2" "$3" "$4" "$(printf '%s' "$out" | tail -c 300)" >&2
+    printf '%s\n' "$out" | grep -v -e '^WARNING' -e '^"' | head -3 |
+        sed "s/^/resp_bench: redis-benchmark -p $1 -P $3 $4 said: /" >&2
     echo "$v"
 }
 
