@@ -181,6 +181,9 @@ void api_metrics(struct api *a, struct http_req *req)
           st.n_syncs);
     gauge(&t, "conclave_storage_full", "1 while the WAL waits for disk space (ENOSPC).",
           "gauge", node_storage_full(a->node));
+    gauge(&t, "conclave_wal_inline_backoffs_total",
+          "Follower WAL writes on the loop thread slower than 20 ms (writes went back to the "
+          "storage thread for 10 s).", "counter", s.inline_backoffs);
     gauge(&t, "conclave_snapshots_taken_total", "State machine snapshots written.", "counter",
           s.snapshots_taken);
     gauge(&t, "conclave_snapshots_installed_total", "Snapshots received from a leader.",

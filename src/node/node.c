@@ -39,6 +39,11 @@
 /* ==== types ============================================================== */
 
 #define NODE_COMPLETIONS_BATCH 64 /* storage completions taken per poll */
+/* A follower's inline WAL write (storage_write_inline) that takes longer than this means
+ * a slow disk: the loop would stop answering heartbeats for that long, so the writes go
+ * through the storage worker again for NODE_INLINE_BACKOFF_MS. */
+#define NODE_INLINE_SLOW_MS    20
+#define NODE_INLINE_BACKOFF_MS 10000
 
 struct pending_prop {
     uint64_t index, term;
@@ -92,6 +97,7 @@ struct node {
     struct raft_read_ready *reads_copy;  /* flush(): u.reads, copied before applying */
     uint32_t cap_reads_copy;
     uint64_t last_seq_durable;
+    uint64_t inline_off_until_ms; /* uv_now() before which followers use the worker */
     struct held_msgs *held;
     uint32_t n_held, cap_held;
 
@@ -534,8 +540,17 @@ static void flush(struct node *n)
              * exactly this write: do it here when the worker is idle, saving the
              * hand-off to the storage thread and back (etcd's followers do the same). */
             int rv = STORAGE_EBUSY;
-            if (raft_role(n->raft) != RAFT_LEADER && n->cfg.wal_inline_when_following)
+            if (raft_role(n->raft) != RAFT_LEADER && n->cfg.wal_inline_when_following &&
+                uv_now(n->loop) >= n->inline_off_until_ms) {
+                uint64_t t0 = uv_hrtime();
                 rv = storage_write_inline(n->st, &b, &seq);
+                uint64_t took_ms = (uv_hrtime() - t0) / 1000000;
+                if (rv == 0 && took_ms > NODE_INLINE_SLOW_MS) {
+                    uv_update_time(n->loop);
+                    n->inline_off_until_ms = uv_now(n->loop) + NODE_INLINE_BACKOFF_MS;
+                    n->stats.inline_backoffs++;
+                }
+            }
             wrote_inline = rv == 0;
             if (rv == STORAGE_EBUSY)
                 rv = storage_submit(n->st, &b, &seq);

@@ -141,6 +141,7 @@ struct node_stats {
     uint64_t storage_batches, storage_syncs;
     uint64_t snapshots_taken, snapshots_installed;
     uint64_t leader_changes;
+    uint64_t inline_backoffs; /* slow inline WAL writes that sent writes back to the worker */
 };
 void node_get_stats(const struct node *n, struct node_stats *out);
 /* The WAL could not store the last batch (ENOSPC): it is retried every
