@@ -489,7 +489,9 @@ int storage_write_inline(struct storage *s, const struct wal_batch *b, uint64_t 
         s->head = s->tail = queued; /* the queue was empty and only we submit */
         s->full = true;
     } else if (it.retry) {
-        /* no memory to keep it: fail it like any write error (not durable, not fatal) */
+        /* no memory to keep it: fail it like any write error (not durable, not fatal),
+         * and so every later batch too, as the worker does after a failed one */
+        s->failed = rv;
         it.done.status = rv;
         it.done.durable_index = wal_durable_index(s->wal);
         it.done.durable_term = wal_durable_term(s->wal);
