@@ -75,6 +75,19 @@ static struct wal *open_wal(struct env *env, const char *dir, struct wal_recover
     return w;
 }
 
+/* A fresh WAL on simfs(seed) whose disk has no room for another segment. */
+static struct wal *open_full_disk(uint64_t seed, struct simfs **fs, struct simfs_faults *faults)
+{
+    SH_ASSERT_OK(simfs_new(seed, fs));
+    struct wal_recovered rec;
+    struct wal *w = open_wal(simfs_env(*fs), DIR, &rec);
+    wal_recovered_free(&rec);
+    memset(faults, 0, sizeof(*faults));
+    faults->capacity_bytes = simfs_used_bytes(*fs) + 100;
+    simfs_set_faults(*fs, faults);
+    return w;
+}
+
 /* Submits one entry (index i, term 1) plus a hard state, retrying on backpressure. */
 static uint64_t submit_one(struct storage *s, uint64_t i, struct storage_completion *done,
                            uint32_t *n_done)
@@ -256,13 +269,9 @@ static void test_fsync_failure_is_fatal(void **state)
 static void test_enospc_stops_later_batches(void **state)
 {
     struct simfs *fs;
-    SH_ASSERT_OK(simfs_new(4, &fs));
+    struct simfs_faults faults;
+    struct wal *w = open_full_disk(4, &fs, &faults);
     struct wal_recovered rec;
-    struct wal *w = open_wal(simfs_env(fs), DIR, &rec);
-    wal_recovered_free(&rec);
-    struct simfs_faults faults = {0};
-    faults.capacity_bytes = simfs_used_bytes(fs) + 100; /* no room for another segment */
-    simfs_set_faults(fs, &faults);
     struct storage *s;
     SH_ASSERT_OK(storage_start(w, NULL, &s));
     static uint8_t big[70000]; /* past the preallocated 64 KiB segment */
@@ -303,13 +312,9 @@ static void sleep_us(long us)
 static void test_enospc_retry_keeps_order(void **state)
 {
     struct simfs *fs;
-    SH_ASSERT_OK(simfs_new(5, &fs));
+    struct simfs_faults faults;
+    struct wal *w = open_full_disk(5, &fs, &faults);
     struct wal_recovered rec;
-    struct wal *w = open_wal(simfs_env(fs), DIR, &rec);
-    wal_recovered_free(&rec);
-    struct simfs_faults faults = {0};
-    faults.capacity_bytes = simfs_used_bytes(fs) + 100; /* no room for another segment */
-    simfs_set_faults(fs, &faults);
     struct storage *s;
     const struct storage_options o = {.retry_enospc = true};
     SH_ASSERT_OK(storage_start(w, &o, &s));
@@ -643,13 +648,9 @@ static void test_inline_wakes_worker_for_spare(void **state)
 static void test_inline_enospc_goes_to_worker(void **state)
 {
     struct simfs *fs;
-    SH_ASSERT_OK(simfs_new(17, &fs));
+    struct simfs_faults faults;
+    struct wal *w = open_full_disk(17, &fs, &faults);
     struct wal_recovered rec;
-    struct wal *w = open_wal(simfs_env(fs), DIR, &rec);
-    wal_recovered_free(&rec);
-    struct simfs_faults faults = {0};
-    faults.capacity_bytes = simfs_used_bytes(fs) + 100;
-    simfs_set_faults(fs, &faults);
     struct storage *s;
     const struct storage_options o = {.retry_enospc = true};
     SH_ASSERT_OK(storage_start(w, &o, &s));
