@@ -655,40 +655,55 @@ static void read_start(struct rop *op)
     op->wait = W_READ;
     op->started_ms = resp_now_ms(s);
     op->rb = b;
-    op->rb_prev = NULL;
-    op->rb_next = b->ops;
-    if (b->ops != NULL) {
-        b->ops->rb_prev = op;
-    }
-    b->ops = op;
-    b->n++;
+    rop_list_append(&b->ops, op, offsetof(struct rop, rb_link));
     resp_conn_pend(c); /* the check handle asks for the round */
+}
+
+void rop_list_append(struct rop_list *l, struct rop *op, size_t link_off)
+{
+    struct rop_link *k = (struct rop_link *)((char *)op + link_off);
+    k->prev = l->tail;
+    k->next = NULL;
+    if (l->tail != NULL) {
+        ((struct rop_link *)((char *)l->tail + link_off))->next = op;
+    } else {
+        l->head = op;
+    }
+    l->tail = op;
+    l->n++;
+}
+
+void rop_list_unlink(struct rop_list *l, struct rop *op, size_t link_off)
+{
+    CC_ASSERT(l->n > 0);
+    struct rop_link *k = (struct rop_link *)((char *)op + link_off);
+    if (k->prev != NULL) {
+        ((struct rop_link *)((char *)k->prev + link_off))->next = k->next;
+    } else {
+        l->head = k->next;
+    }
+    if (k->next != NULL) {
+        ((struct rop_link *)((char *)k->next + link_off))->prev = k->prev;
+    } else {
+        l->tail = k->prev;
+    }
+    k->prev = k->next = NULL;
+    l->n--;
 }
 
 static void rb_unlink(struct rop *op)
 {
-    struct rbatch *b = op->rb;
-    CC_ASSERT(b != NULL);
-    CC_ASSERT(b->n > 0);
-    if (op->rb_prev != NULL) {
-        op->rb_prev->rb_next = op->rb_next;
-    } else {
-        b->ops = op->rb_next;
-    }
-    if (op->rb_next != NULL) {
-        op->rb_next->rb_prev = op->rb_prev;
-    }
+    CC_ASSERT(op->rb != NULL);
+    rop_list_unlink(&op->rb->ops, op, offsetof(struct rop, rb_link));
     op->rb = NULL;
-    op->rb_prev = op->rb_next = NULL;
-    b->n--;
 }
 
 static void on_rb_ready(void *arg, int status)
 {
     struct rbatch *b = arg;
     b->delivering = true;    /* an answer may close a connection: its other ops leave b */
-    while (b->ops != NULL) { /* each round answers (and unlinks) one */
-        struct rop *op = b->ops;
+    while (b->ops.head != NULL) { /* each round answers (and unlinks) one */
+        struct rop *op = b->ops.head;
         rb_unlink(op);
         CC_ASSERT(op->wait == W_READ);
         op->wait = W_NONE;
@@ -711,7 +726,7 @@ void resp_rb_issue(struct resp_server *s)
         return;
     }
     s->rb_open = NULL;
-    if (b->n == 0) {
+    if (b->ops.n == 0) {
         free(b);
         return;
     }
@@ -740,7 +755,7 @@ static void op_cancel_wait(struct resp_server *s, struct rop *op)
         /* its writes stay in the shared txn: later ones in it computed from them */
         struct xbatch *xb = op->xb;
         resp_xb_unlink(op);
-        if (xb->n == 0 && !xb->delivering && xb != s->xb_open) { /* nobody waits for it */
+        if (xb->ops.n == 0 && !xb->delivering && xb != s->xb_open) { /* nobody waits for it */
             node_cancel(s->node, xb);
             resp_chain_release(s, &xb->h, false);
             free(xb);
@@ -748,14 +763,14 @@ static void op_cancel_wait(struct resp_server *s, struct rop *op)
     } else if (op->wb != NULL) {
         struct wbatch *w = op->wb;
         resp_wb_unlink(op);
-        if (w->n == 0 && !w->delivering && w != s->wb_open) { /* nobody waits for it */
+        if (w->ops.n == 0 && !w->delivering && w != s->wb_open) { /* nobody waits for it */
             node_cancel(s->node, w);
             free(w);
         }
     } else if (op->rb != NULL) {
         struct rbatch *b = op->rb;
         rb_unlink(op);
-        if (b->n == 0 && b != s->rb_open && !b->delivering) { /* nobody waits for it */
+        if (b->ops.n == 0 && b != s->rb_open && !b->delivering) { /* nobody waits for it */
             node_cancel(s->node, b);
             free(b);
         }

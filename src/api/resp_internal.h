@@ -151,6 +151,20 @@ struct holds {
     uint32_t n_held;
 };
 
+/* The ops waiting in one batch, in arrival order: a doubly linked list through a
+ * struct rop_link in each op, one link per batch kind (struct rop's xb_link, rb_link,
+ * wb_link), named to the list functions by its offsetof. */
+struct rop;
+struct rop_link {
+    struct rop *prev, *next;
+};
+struct rop_list {
+    struct rop *head, *tail;
+    uint32_t n;
+};
+void rop_list_append(struct rop_list *l, struct rop *op, size_t link_off);
+void rop_list_unlink(struct rop_list *l, struct rop *op, size_t link_off);
+
 struct rop {
     struct rop *next; /* FIFO */
     struct rconn *c;
@@ -178,18 +192,18 @@ struct rop {
     /* K_RMW: the shared read-modify-write txn it is part of (struct xbatch); solo after a
      * conflict, so one hot key cannot make unrelated commands fail again and again. */
     struct xbatch *xb;
-    struct rop *xb_prev, *xb_next;
+    struct rop_link xb_link;
     bool solo;
     /* K_RMW/K_EXEC: waiting for an in-flight write of a big value to land. */
     struct chain *parked_on;
     struct rop *park_next;
     /* K_READ: the shared ReadIndex round it waits in (struct rbatch). */
     struct rbatch *rb;
-    struct rop *rb_prev, *rb_next;
+    struct rop_link rb_link;
     /* K_DIRECT: the shared write txn it is part of (struct wbatch), and its slice of the
      * txn's ops (and so of its responses). */
     struct wbatch *wb;
-    struct rop *wb_prev, *wb_next;
+    struct rop_link wb_link;
     uint32_t wb_off, wb_n;
 };
 
@@ -198,8 +212,7 @@ struct rop {
  * are theirs in arrival order (group commit at the entry level). A batch never writes a
  * key twice (a KV txn may not) and stays under RESP_WBATCH_BYTES_MAX. */
 struct wbatch {
-    struct rop *ops, *tail; /* doubly linked through wb_prev / wb_next */
-    uint32_t n;             /* ops waiting */
+    struct rop_list ops; /* waiting, through wb_link */
     uint32_t n_kv;
     size_t bytes;
     bool delivering;
@@ -209,8 +222,7 @@ struct wbatch {
 /* Reads started in one loop iteration share one node_read (one ReadIndex round): it is
  * asked for after all of them arrived, so it is late enough for each. */
 struct rbatch {
-    struct rop *ops; /* doubly linked through rb_prev / rb_next */
-    uint32_t n;
+    struct rop_list ops; /* waiting, through rb_link */
     bool delivering; /* on_rb_ready is walking it: it frees it at the end */
 };
 
@@ -400,8 +412,7 @@ struct xbatch {
     struct resp_server *s;
     struct xview v; /* freed once proposed */
     struct holds h;
-    struct rop *ops, *tail; /* doubly linked through xb_prev / xb_next */
-    uint32_t n;
+    struct rop_list ops; /* waiting, through xb_link */
     bool delivering;
 };
 

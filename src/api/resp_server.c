@@ -357,11 +357,11 @@ static void server_free(struct resp_server *s)
     for (uint32_t i = 0; i < RESP_SCAN_CURSORS_MAX; i++) {
         free(s->cursors[i].key);
     }
-    CC_ASSERT(s->rb_open == NULL || s->rb_open->n == 0);
+    CC_ASSERT(s->rb_open == NULL || s->rb_open->ops.n == 0);
     free(s->rb_open);
     CC_ASSERT(s->wb_open == NULL);
     if (s->xb_open != NULL) { /* every op left it when its connection closed */
-        CC_ASSERT(s->xb_open->n == 0);
+        CC_ASSERT(s->xb_open->ops.n == 0);
         resp_xv_free(&s->xb_open->v);
         free(s->xb_open);
     }

@@ -322,30 +322,17 @@ static bool wb_has_key(const struct wbatch *w, const uint8_t *key, uint32_t len)
 
 void resp_wb_unlink(struct rop *op)
 {
-    struct wbatch *w = op->wb;
-    CC_ASSERT(w != NULL);
-    CC_ASSERT(w->n > 0);
-    if (op->wb_prev != NULL) {
-        op->wb_prev->wb_next = op->wb_next;
-    } else {
-        w->ops = op->wb_next;
-    }
-    if (op->wb_next != NULL) {
-        op->wb_next->wb_prev = op->wb_prev;
-    } else {
-        w->tail = op->wb_prev;
-    }
+    CC_ASSERT(op->wb != NULL);
+    rop_list_unlink(&op->wb->ops, op, offsetof(struct rop, wb_link));
     op->wb = NULL;
-    op->wb_prev = op->wb_next = NULL;
-    w->n--;
 }
 
 static void on_wb_applied(void *arg, int status, const struct sm_result *res)
 {
     struct wbatch *w = arg;
     w->delivering = true;    /* an answer may close a connection: its other ops leave w */
-    while (w->ops != NULL) { /* each round answers (and unlinks) one, in txn order */
-        struct rop *op = w->ops;
+    while (w->ops.head != NULL) { /* each round answers (and unlinks) one, in txn order */
+        struct rop *op = w->ops.head;
         resp_wb_unlink(op);
         CC_ASSERT(op->wait == W_PROPOSE);
         op->wait = W_NONE;
@@ -364,9 +351,9 @@ void resp_wb_issue(struct resp_server *s)
         return;
     }
     s->wb_open = NULL;
-    if (w->n == 0 || s->stopping) { /* every op left (or is leaving): nothing to write */
-        while (w->ops != NULL) {
-            resp_wb_unlink(w->ops);
+    if (w->ops.n == 0 || s->stopping) { /* every op left (or is leaving): nothing to write */
+        while (w->ops.head != NULL) {
+            resp_wb_unlink(w->ops.head);
         }
         free(w);
         return;
@@ -427,15 +414,7 @@ static bool wb_add(struct resp_server *s, struct rop *op, const struct kv_op *kv
     w->n_kv += n;
     w->bytes += est;
     op->wb = w;
-    op->wb_next = NULL;
-    op->wb_prev = w->tail;
-    if (w->tail != NULL) {
-        w->tail->wb_next = op;
-    } else {
-        w->ops = op;
-    }
-    w->tail = op;
-    w->n++;
+    rop_list_append(&w->ops, op, offsetof(struct rop, wb_link));
     op->kind = K_DIRECT;
     op->wait = W_PROPOSE;
     op->started_ms = resp_now_ms(s);
@@ -847,22 +826,9 @@ _Static_assert(RESP_XBATCH_KEYS_MAX + 2 <= KV_TXN_CMP_MAX, "a shared txn fits it
 
 void resp_xb_unlink(struct rop *op)
 {
-    struct xbatch *xb = op->xb;
-    CC_ASSERT(xb != NULL);
-    CC_ASSERT(xb->n > 0);
-    if (op->xb_prev != NULL) {
-        op->xb_prev->xb_next = op->xb_next;
-    } else {
-        xb->ops = op->xb_next;
-    }
-    if (op->xb_next != NULL) {
-        op->xb_next->xb_prev = op->xb_prev;
-    } else {
-        xb->tail = op->xb_prev;
-    }
+    CC_ASSERT(op->xb != NULL);
+    rop_list_unlink(&op->xb->ops, op, offsetof(struct rop, xb_link));
     op->xb = NULL;
-    op->xb_prev = op->xb_next = NULL;
-    xb->n--;
 }
 
 static void on_xb_applied(void *arg, int status, const struct sm_result *res)
@@ -873,8 +839,8 @@ static void on_xb_applied(void *arg, int status, const struct sm_result *res)
     const bool ok = applied && res->kv.succeeded;
     resp_chain_release(s, &xb->h, ok);
     xb->delivering = true;
-    while (xb->ops != NULL) { /* each round answers (and unlinks) one, in txn order */
-        struct rop *op = xb->ops;
+    while (xb->ops.head != NULL) { /* each round answers (and unlinks) one, in txn order */
+        struct rop *op = xb->ops.head;
         resp_xb_unlink(op);
         CC_ASSERT(op->wait == W_PROPOSE);
         op->wait = W_NONE;
@@ -904,11 +870,11 @@ void resp_xb_issue(struct resp_server *s)
         return;
     }
     s->xb_open = NULL;
-    if (xb->n == 0 || s->stopping || xb->v.err != 0 || xv_dirty(&xb->v) == 0) {
+    if (xb->ops.n == 0 || s->stopping || xb->v.err != 0 || xv_dirty(&xb->v) == 0) {
         /* nothing to propose together: what is left runs alone (an outcome that writes
          * nothing is confirmed by a read there) */
-        while (xb->ops != NULL) {
-            struct rop *op = xb->ops;
+        while (xb->ops.head != NULL) {
+            struct rop *op = xb->ops.head;
             resp_xb_unlink(op);
             op->wait = W_NONE;
             resp_op_drop_reply(op);
@@ -982,15 +948,7 @@ static void rmw_batched(struct rop *op)
         return;
     }
     op->xb = xb;
-    op->xb_next = NULL;
-    op->xb_prev = xb->tail;
-    if (xb->tail != NULL) {
-        xb->tail->xb_next = op;
-    } else {
-        xb->ops = op;
-    }
-    xb->tail = op;
-    xb->n++;
+    rop_list_append(&xb->ops, op, offsetof(struct rop, xb_link));
     op->wait = W_PROPOSE;
     op->started_ms = resp_now_ms(s);
     resp_conn_pend(c); /* the check handle proposes the batch */
