@@ -550,6 +550,30 @@ static void on_acquire_applied(void *arg, int status, const struct sm_result *re
     api_op_done(o);
 }
 
+/* True when this waiting acquire will certainly queue: someone else holds the lock or
+ * others wait already (a newcomer is never granted past a waiter). Then nobody needs its
+ * entry soon, and it can share the fdatasync of the next proposal, typically the holder's
+ * release, instead of taking one just ahead of it (node_propose_lazy). A wrong guess (the
+ * state moves before the entry applies) only delays a grant by NODE_LAZY_MS. */
+static bool will_queue(const struct op *o)
+{
+    if (!(o->lock_flags & LOCK_ACQUIRE_WAIT))
+        return false;
+    struct lock_info info;
+    if (lock_get(machine_locks(node_machine(o->api->node)), o->key, (uint16_t)o->key_len,
+                 &info) != 0)
+        return false;
+    for (uint32_t i = 0; i < info.n_holders; i++) {
+        struct lock_party p;
+        lock_info_holder(&info, i, &p);
+        if (p.owner_len == o->owner_len && memcmp(p.owner, o->aux, o->owner_len) == 0)
+            return false; /* reentrant, or an upgrade attempt: answered at once */
+    }
+    if (info.n_waiters > 0)
+        return true;
+    return info.kind != LOCK_KIND_RW && info.n_holders >= info.limit;
+}
+
 static void propose_acquire(struct op *o)
 {
     struct lock_cmd c = {.type = LOCK_CMD_ACQUIRE, .kind = o->lock_kind, .mode = o->lock_mode,
@@ -562,7 +586,9 @@ static void propose_acquire(struct op *o)
     uint8_t buf[LOCK_CMD_BYTES_MAX];
     size_t n = 0;
     int rv = lock_encode(&c, buf, sizeof(buf), &n);
-    if (rv == 0)
+    if (rv == 0 && will_queue(o))
+        rv = node_propose_lazy(o->api->node, buf, n, on_acquire_applied, o);
+    else if (rv == 0)
         rv = node_propose(o->api->node, buf, n, on_acquire_applied, o);
     if (rv != 0) {
         if (rv <= -2300 && rv > -2400)

@@ -175,6 +175,12 @@ void api_metrics(struct api *a, struct http_req *req)
     gauge(&t, "conclave_proposals_total", "Commands proposed on this node.", "counter",
           s.proposals);
     gauge(&t, "conclave_reads_total", "Linearizable reads started.", "counter", s.reads);
+    gauge(&t, "conclave_lazy_proposals_total",
+          "Entries nobody waits on soon (lock queue joins) proposed with the next proposal, "
+          "or alone after 2 ms.", "counter", s.lazy_proposals);
+    gauge(&t, "conclave_lazy_proposals_alone_total",
+          "Lazy entries that found no proposal to share a sync with within 2 ms.", "counter",
+          s.lazy_alone);
     gauge(&t, "conclave_storage_batches_total", "WAL batches submitted.", "counter",
           s.storage_batches);
     gauge(&t, "conclave_storage_syncs_total", "fdatasyncs that sealed WAL batches.", "counter",

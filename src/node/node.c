@@ -67,6 +67,16 @@ struct pending_read {
     void *arg;
 };
 
+/* A proposal waiting for company (node_propose_lazy); status != 0 once it failed, and
+ * its callback is due from lazy_timer. */
+struct lazy_prop {
+    uint8_t *cmd;
+    uint32_t len;
+    int status;
+    node_apply_cb cb;
+    void *arg;
+};
+
 /* Messages that wait until storage batch seq is durable. */
 struct held_msgs {
     uint64_t seq;
@@ -88,6 +98,7 @@ struct node {
     uv_timer_t tick;
     uv_idle_t flush_idle;
     uv_async_t storage_wake;
+    uv_timer_t lazy_timer; /* proposes the lazy entries NODE_LAZY_MS after the first */
     bool flush_scheduled;
     bool stopping;
     int n_handles_open;
@@ -103,6 +114,8 @@ struct node {
 
     struct pending_prop *props;
     uint32_t n_props, cap_props;
+    struct lazy_prop *lazy; /* in arrival order; they precede any later proposal */
+    uint32_t n_lazy, cap_lazy;
     struct pending_read *reads;
     uint32_t n_reads, cap_reads;
     uint64_t next_read_id;
@@ -984,6 +997,9 @@ int node_start(uv_loop_t *loop, const struct node_config *c, struct node **out, 
     uv_idle_init(loop, &n->flush_idle);
     n->flush_idle.data = n;
     n->n_handles_open++;
+    uv_timer_init(loop, &n->lazy_timer);
+    n->lazy_timer.data = n;
+    n->n_handles_open++;
     if (have_snap)
         snap_free(&snap);
     schedule_flush(n); /* apply what the WAL says is committed */
@@ -1028,7 +1044,8 @@ bool node_storage_full(const struct node *n)
     return n->st && storage_full(n->st);
 }
 
-int node_propose(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb cb, void *arg)
+static int propose_now(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb cb,
+                       void *arg)
 {
     if (n->stopping)
         return NODE_ESTOPPED;
@@ -1050,6 +1067,86 @@ int node_propose(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb c
         (struct pending_prop){.index = index, .term = raft_term(n->raft), .cb = cb, .arg = arg};
     n->stats.proposals++;
     schedule_flush(n);
+    return 0;
+}
+
+static void on_lazy_timer(uv_timer_t *t);
+
+/* Proposes the waiting lazy entries, in order. One that fails keeps its place with its
+ * status, and its callback runs from the timer, never inside the caller's propose. */
+static void propose_lazy(struct node *n, bool alone)
+{
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < n->n_lazy; i++) {
+        struct lazy_prop *l = &n->lazy[i];
+        if (l->status == 0) {
+            l->status = propose_now(n, l->cmd, l->len, l->cb, l->arg);
+            if (l->status == 0) {
+                free(l->cmd);
+                n->stats.lazy_proposals++;
+                n->stats.lazy_alone += alone;
+                continue;
+            }
+        }
+        n->lazy[kept++] = *l;
+    }
+    n->n_lazy = kept;
+    if (kept > 0)
+        uv_timer_start(&n->lazy_timer, on_lazy_timer, 0, 0);
+    else
+        uv_timer_stop(&n->lazy_timer);
+}
+
+static void on_lazy_timer(uv_timer_t *t)
+{
+    struct node *n = t->data;
+    propose_lazy(n, true);
+    /* One at a time: a callback may node_cancel() or propose lazily again. */
+    for (;;) {
+        uint32_t i = 0;
+        while (i < n->n_lazy && n->lazy[i].status == 0)
+            i++;
+        if (i == n->n_lazy)
+            break;
+        struct lazy_prop l = n->lazy[i];
+        memmove(&n->lazy[i], &n->lazy[i + 1], (n->n_lazy - i - 1) * sizeof(*n->lazy));
+        n->n_lazy--;
+        free(l.cmd);
+        if (l.cb)
+            l.cb(l.arg, l.status, NULL);
+    }
+    if (n->n_lazy == 0)
+        uv_timer_stop(&n->lazy_timer);
+}
+
+int node_propose(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb cb, void *arg)
+{
+    if (n->n_lazy > 0)
+        propose_lazy(n, false); /* they arrived first, so they go first */
+    return propose_now(n, cmd, len, cb, arg);
+}
+
+int node_propose_lazy(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb cb,
+                      void *arg)
+{
+    if (n->stopping)
+        return NODE_ESTOPPED;
+    if (raft_role(n->raft) != RAFT_LEADER)
+        return NODE_ENOTLEADER;
+    if (len > RAFT_ENTRY_BYTES_MAX)
+        return RAFT_ETOOBIG;
+    if (n->n_lazy >= NODE_LAZY_MAX)
+        return node_propose(n, cmd, len, cb, arg);
+    if (!cc_grow((void **)&n->lazy, &n->cap_lazy, n->n_lazy + 1, sizeof(*n->lazy)))
+        return node_propose(n, cmd, len, cb, arg);
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy)
+        return node_propose(n, cmd, len, cb, arg);
+    memcpy(copy, cmd, len);
+    n->lazy[n->n_lazy++] =
+        (struct lazy_prop){.cmd = copy, .len = (uint32_t)len, .cb = cb, .arg = arg};
+    if (n->n_lazy == 1)
+        uv_timer_start(&n->lazy_timer, on_lazy_timer, NODE_LAZY_MS, 0);
     return 0;
 }
 
@@ -1077,6 +1174,8 @@ int node_read(struct node *n, bool linearizable, node_read_cb cb, void *arg)
 
 int node_change(struct node *n, enum raft_change_op op, uint32_t id, node_apply_cb cb, void *arg)
 {
+    if (n->n_lazy > 0)
+        propose_lazy(n, false);
     if (n->stopping)
         return NODE_ESTOPPED;
     if (node_storage_full(n))
@@ -1189,6 +1288,14 @@ void node_cancel(struct node *n, void *arg)
             n->props[keep++] = n->props[i];
     n->n_props = keep;
     keep = 0;
+    for (uint32_t i = 0; i < n->n_lazy; i++) {
+        if (n->lazy[i].arg == arg)
+            free(n->lazy[i].cmd); /* never proposed: as if it had not been asked for */
+        else
+            n->lazy[keep++] = n->lazy[i];
+    }
+    n->n_lazy = keep;
+    keep = 0;
     for (uint32_t i = 0; i < n->n_reads; i++)
         if (n->reads[i].arg != arg)
             n->reads[keep++] = n->reads[i];
@@ -1204,6 +1311,9 @@ static void node_free(struct node *n)
     }
     free(n->held);
     free(n->props);
+    for (uint32_t i = 0; i < n->n_lazy; i++)
+        free(n->lazy[i].cmd);
+    free(n->lazy);
     free(n->reads);
     free(n->reads_copy);
     lease_timer_free(n->lease_timer);
@@ -1247,11 +1357,18 @@ void node_stop(struct node *n)
         if (p.cb)
             p.cb(p.arg, NODE_ESTOPPED, NULL);
     }
+    while (n->n_lazy > 0) {
+        struct lazy_prop l = n->lazy[--n->n_lazy];
+        free(l.cmd);
+        if (l.cb)
+            l.cb(l.arg, NODE_ESTOPPED, NULL);
+    }
     while (n->n_reads > 0) {
         struct pending_read r = n->reads[--n->n_reads];
         r.cb(r.arg, NODE_ESTOPPED);
     }
     uv_close((uv_handle_t *)&n->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&n->lazy_timer, on_handle_closed);
     uv_close((uv_handle_t *)&n->flush_idle, on_handle_closed);
     uv_close((uv_handle_t *)&n->storage_wake, on_handle_closed);
     transport_close(&n->tr, on_transport_closed);

@@ -41,6 +41,8 @@
 #define NODE_SNAPSHOT_KEEP 2     /* snapshot files kept; the WAL is kept back to the oldest */
 #define NODE_MEMBERS_MAX   MEMBERS_MAX /* flag members + directory entries known */
 #define NODE_OBSERVERS_MAX 8     /* node_observe subscribers (API parts, watch hub) */
+#define NODE_LAZY_MS       2     /* longest a node_propose_lazy entry waits for company */
+#define NODE_LAZY_MAX      1024  /* lazy entries waiting; more are proposed at once */
 
 enum {
     NODE_ENOTLEADER = -1801, /* propose on a follower: forward to node_leader_http() */
@@ -96,6 +98,14 @@ int node_start(uv_loop_t *loop, const struct node_config *c, struct node **out, 
 void node_stop(struct node *n);
 
 int node_propose(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb cb, void *arg);
+/* node_propose for an entry nobody waits on soon (a lock waiter joining a queue): it
+ * waits up to NODE_LAZY_MS for the next ordinary proposal and goes into the log just
+ * before it, sharing its fdatasync instead of taking one of its own just ahead of it (a
+ * lock holder's release arriving while the disk syncs the join). Order is kept: a lazy
+ * entry precedes every later proposal. node_cancel before it is proposed drops it.
+ * Returns NODE_ENOTLEADER at once when not leading; later failures go to cb. */
+int node_propose_lazy(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb cb,
+                      void *arg);
 int node_read(struct node *n, bool linearizable, node_read_cb cb, void *arg);
 /* A membership change (raft_change): cb(status, NULL) once the configuration entry is
  * applied here, or with NODE_ELOST / NODE_EUNKNOWN as for proposals. Leader only. */
@@ -142,6 +152,8 @@ struct node_stats {
     uint64_t snapshots_taken, snapshots_installed;
     uint64_t leader_changes;
     uint64_t inline_backoffs; /* slow inline WAL writes that sent writes back to the worker */
+    uint64_t lazy_proposals;   /* node_propose_lazy entries proposed ... */
+    uint64_t lazy_alone;       /* ... of which NODE_LAZY_MS passed with no company */
 };
 void node_get_stats(const struct node *n, struct node_stats *out);
 /* The WAL could not store the last batch (ENOSPC): it is retried every

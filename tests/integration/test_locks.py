@@ -292,3 +292,73 @@ def test_fenced_counter_under_contention(make_cluster):
     count = int(c.get(lid, "fc/count").json()["value"])
     assert count == len(acked) and count > 20, (count, len(acked))
     assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), tokens
+
+
+def _metric(c, name):
+    text = requests.get(c.url(1) + "/metrics", timeout=T).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not on /metrics")
+
+
+def test_queue_joins_are_lazy_and_keep_fifo(make_cluster):
+    """A waiter that will certainly queue is proposed lazily (node_propose_lazy): it
+    shares the next proposal's fdatasync, or goes alone after 2 ms. The queue must stay
+    exactly FIFO, a waiter that gives up or hangs up must not stay queued, and the grant
+    must go to the next waiter in the same step as the release."""
+    c = make_cluster(1)
+    u = c.url(1) + "/v1/lock/lz"
+    lazy0 = _metric(c, "conclave_lazy_proposals_total")
+    h = post(u, {"owner": "holder", "ttl_ms": 10000}).json()
+    assert post(u, {"owner": "w-free", "wait_ms": 10}).status_code == 409  # timed out
+    got, threads = {}, []
+
+    def wait(owner):
+        got[owner] = post(u, {"owner": owner, "wait_ms": 9000, "ttl_ms": 10000})
+    for i in range(4):                       # queue w0..w3, one at a time
+        th = threading.Thread(target=wait, args=(f"w{i}",))
+        th.start()
+        threads.append(th)
+        wait_until(f"w{i} queued",
+                   lambda: len(requests.get(u, timeout=T).json()["queue"]) == i + 1, 5)
+    assert _metric(c, "conclave_lazy_proposals_total") - lazy0 >= 4
+    assert _metric(c, "conclave_lazy_proposals_alone_total") >= 4  # nothing to ride with
+    # a waiter that hangs up right after asking, inside the lazy window or just after it
+    import socket
+    lid = post(c.url(1) + "/v1/lease", {"ttl_ms": 10000}).json()["id"]
+    body = b'{"owner":"quitter","wait_ms":9000,"lease":%d}' % lid  # no lease to wait for
+    s = socket.create_connection(("127.0.0.1", int(u.split(":")[2].split("/")[0])))
+    s.sendall(b"POST /v1/lock/lz HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    s.close()
+    # a waiter that gives up
+    r = post(u, {"owner": "quick", "wait_ms": 50})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "lock_timeout"
+    time.sleep(0.3)
+    q = [w["owner"] for w in requests.get(u, timeout=T).json()["queue"]]
+    assert q == ["w0", "w1", "w2", "w3"], q
+    # hand the lock down the queue: each release grants the next waiter, in order
+    token = h["token"]
+    owners = ["holder", "w0", "w1", "w2", "w3"]
+    for i, owner in enumerate(owners):
+        r = requests.delete(u, json={"owner": owner, "token": token}, timeout=T)
+        assert r.status_code == 200 and r.json()["released"], r.text
+        if i + 1 < len(owners):
+            nxt = owners[i + 1]
+            threads[i].join(timeout=10)
+            assert got[nxt].status_code == 200, got[nxt].text
+            assert got[nxt].json()["token"] > token
+            token = got[nxt].json()["token"]
+    assert requests.get(u, timeout=T).status_code == 404  # nobody holds or waits
+    # a join racing a release: the releasing proposal carries the join along
+    h = post(u, {"owner": "holder", "ttl_ms": 10000}).json()
+    lazy0 = _metric(c, "conclave_lazy_proposals_total")
+    th = threading.Thread(target=wait, args=("racer",))
+    th.start()
+    wait_until("racer asked", lambda: _metric(c, "conclave_lazy_proposals_total") > lazy0
+               or requests.get(u, timeout=T).json()["queue"], 5)
+    assert requests.delete(u, json={"owner": "holder", "token": h["token"]},
+                           timeout=T).json()["released"]
+    th.join(timeout=10)
+    assert got["racer"].status_code == 200 and got["racer"].json()["token"] > h["token"]
