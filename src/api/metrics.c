@@ -175,6 +175,9 @@ void api_metrics(struct api *a, struct http_req *req)
     gauge(&t, "conclave_proposals_total", "Commands proposed on this node.", "counter",
           s.proposals);
     gauge(&t, "conclave_reads_total", "Linearizable reads started.", "counter", s.reads);
+    gauge(&t, "conclave_loop_stalls_total",
+          "Ticks 4 or more tick intervals apart: the event loop was held up (each is logged "
+          "with its length).", "counter", s.loop_stalls);
     gauge(&t, "conclave_lazy_proposals_total",
           "Entries nobody waits on soon (lock queue joins) proposed with the next proposal, "
           "or alone after 2 ms.", "counter", s.lazy_proposals);

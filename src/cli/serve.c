@@ -45,6 +45,9 @@ static const char serve_usage[] =
     "  --log-format text|json   log lines on stderr (default text)\n"
     "  --log-level debug|info|warn|error  (default info)\n"
     "  --snapshot-every N     applied entries between snapshots (default 100000)\n"
+    "  --snapshot-encode child|loop  a fork()ed child encodes and writes each snapshot, so\n"
+    "                         the loop never stalls for it (default child), or the loop\n"
+    "                         encodes it (needs no second copy of changed memory)\n"
     "  --follower-wal-writes inline|thread  a follower writes and syncs its WAL on the loop\n"
     "                         thread when the storage thread is idle (default inline; the\n"
     "                         ack waits for that write anyway) or always on the thread\n"
@@ -282,6 +285,9 @@ int cli_serve_main(int argc, char **argv)
         } else if (strcmp(f, "--follower-wal-writes") == 0 &&
                    (strcmp(v, "inline") == 0 || strcmp(v, "thread") == 0)) {
             c.wal_inline_when_following = strcmp(v, "inline") == 0;
+        } else if (strcmp(f, "--snapshot-encode") == 0 &&
+                   (strcmp(v, "child") == 0 || strcmp(v, "loop") == 0)) {
+            c.snapshot_in_child = strcmp(v, "child") == 0;
         } else if (strcmp(f, "--compact-retain") == 0 && parse_u64(v, &num) &&
                    num <= INT64_MAX / 2) {
             c.compact_retain_revisions = num;

@@ -21,10 +21,14 @@
 #include "node/node.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "base/assert.h"
 #include "base/grow.h"
@@ -109,6 +113,7 @@ struct node {
     uint32_t cap_reads_copy;
     uint64_t last_seq_durable;
     uint64_t inline_off_until_ms; /* uv_now() before which followers use the worker */
+    uint64_t last_tick_ms;        /* uv_now() at the last tick: stall detection */
     struct held_msgs *held;
     uint32_t n_held, cap_held;
 
@@ -141,6 +146,7 @@ struct node {
 
     uint64_t snap_index; /* of the newest state machine snapshot on disk */
     bool snap_saving;    /* a snap_job is writing one */
+    pid_t snap_child;    /* its child process, if one encodes (killed by node_stop) */
     uint64_t full_transfer_ms; /* last leadership hand-off because the disk was full */
     uint32_t last_leader;
     struct node_stats stats;
@@ -196,6 +202,7 @@ void node_config_default(struct node_config *c)
     c->election_ticks = 10;
     c->snapshot_every = 100000; /* etcd's snapshot-count; each one encodes the whole store */
     c->wal_inline_when_following = true;
+    c->snapshot_in_child = true;
     c->compact_retain_revisions = 100000;
 }
 
@@ -745,6 +752,18 @@ static void shed_leadership_if_full(struct node *n)
 static void on_tick(uv_timer_t *h)
 {
     struct node *n = h->data;
+    /* A loop that stalls misses heartbeats (leader) or ticks late: say so, with the gap,
+     * because the election it can cause is otherwise a mystery (etcd's "failed to send
+     * out heartbeat on time"). */
+    uint64_t now = uv_now(n->loop);
+    uint64_t gap = n->last_tick_ms ? now - n->last_tick_ms : 0;
+    n->last_tick_ms = now;
+    if (gap >= (uint64_t)NODE_STALL_TICKS * n->cfg.tick_ms) {
+        n->stats.loop_stalls++;
+        node_log(n, "warning: event loop stalled: %llu ms between ticks of %u ms (election "
+                    "timeout %u ms)",
+                 (unsigned long long)gap, n->cfg.tick_ms, n->cfg.election_ticks * n->cfg.tick_ms);
+    }
     raft_tick(n->raft);
     propose_expiries(n);
     shed_leadership_if_full(n);
@@ -765,24 +784,89 @@ static void on_peer_msg(void *data, const struct raft_msg *m)
 
 /* ==== snapshots ============================================================ */
 
-/* Snapshots: the state machine is encoded on the loop (it is not thread-safe), then a
- * libuv worker writes and fsyncs the file (snap_save: temp, fsync, rename, fsync dir),
- * so the loop never waits for the disk. The core gets the image at once (it can serve
- * InstallSnapshot from memory); the WAL is compacted only after the file is durable, so
- * a crash in between restarts from the older snapshot plus the full WAL. One save at a
- * time; the worker owns its own copy of the image. */
+/* Snapshots. The state machine is not thread-safe, and encoding a big one takes long
+ * (31 MB took 0.4-0.5 s here: the loop stalled, heartbeats stopped and followers started
+ * elections). So a fork()ed child encodes its copy-on-write image and writes the file
+ * (snap_save: temp, fsync, rename, fsync dir), as Redis's BGSAVE does; a libuv worker
+ * waits for it and reads the file back, and only then does the core get the image (it
+ * serves InstallSnapshot from memory) and the WAL get compacted. Until then the older
+ * snapshot plus the full WAL stay the recovery point. If fork() fails (or
+ * snapshot_in_child is off) the loop encodes and the worker only writes. One save at a
+ * time; the job owns its image. */
 struct snap_job {
     uv_work_t work;
     struct node *node;
-    struct raft_snapshot snap; /* bytes owned by the job */
+    struct raft_snapshot snap; /* bytes owned by the job (NULL while a child makes them) */
+    pid_t child;               /* > 0: a child encodes and saves the file */
+    int msg_fd;                /* read end of the child's error-message pipe */
+    uint64_t started_ns;
+    uint64_t fork_ns; /* how long fork() held the loop: page tables are copied */
     int rv;
     char msg[256];
 };
 
+/* The child: encode, save, exit. Only this thread exists here; nothing of the parent's
+ * (sockets, WAL, loop) is touched, and _exit() skips atexit handlers and leak checks. */
+static void snap_child_main(struct node *n, const struct raft_snapshot *meta, int msg_fd)
+{
+    char msg[256] = "";
+    int code = 1;
+    struct raft_snapshot s = *meta;
+    size_t len = 0;
+    if (machine_snapshot_encode(n->sm, &s.bytes, &len) != 0) {
+        snprintf(msg, sizeof(msg), "encoding the state machine failed (out of memory?)");
+    } else {
+        s.n_bytes = len;
+        int rv = snap_save(n->env, n->cfg.data_dir, &s, msg, sizeof(msg));
+        code = rv == 0 ? 0 : rv == SNAP_ESYNC ? 3 : 1;
+    }
+    if (code != 0 && write(msg_fd, msg, strlen(msg)) < 0)
+        (void)0; /* the exit code still tells */
+    _exit(code);
+}
+
 static void snap_job_run(uv_work_t *w)
 {
     struct snap_job *j = w->data;
-    j->rv = snap_save(j->node->env, j->node->cfg.data_dir, &j->snap, j->msg, sizeof(j->msg));
+    struct node *n = j->node;
+    if (j->child <= 0) {
+        j->rv = snap_save(n->env, n->cfg.data_dir, &j->snap, j->msg, sizeof(j->msg));
+        return;
+    }
+    int status = 0;
+    while (waitpid(j->child, &status, 0) < 0 && errno == EINTR)
+        ;
+    ssize_t got = read(j->msg_fd, j->msg, sizeof(j->msg) - 1);
+    j->msg[got > 0 ? got : 0] = '\0';
+    close(j->msg_fd);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        j->rv = WIFEXITED(status) && WEXITSTATUS(status) == 3 ? SNAP_ESYNC : SNAP_EIO;
+        if (!j->msg[0])
+            snprintf(j->msg, sizeof(j->msg), "the snapshot child %s %d",
+                     WIFEXITED(status) ? "exited with" : "was killed by signal",
+                     WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+        return;
+    }
+    /* Read back what the child wrote: checked like any snapshot, and the core's copy. */
+    struct snap_info infos[NODE_SNAPSHOT_KEEP + 1];
+    uint32_t n_infos = 0;
+    j->rv = snap_list(n->env, n->cfg.data_dir, infos, NODE_SNAPSHOT_KEEP + 1, &n_infos);
+    const char *name = NULL;
+    for (uint32_t i = 0; j->rv == 0 && i < n_infos; i++)
+        if (infos[i].index == j->snap.index)
+            name = infos[i].name;
+    if (j->rv == 0 && !name) {
+        j->rv = SNAP_ENOENT;
+        snprintf(j->msg, sizeof(j->msg), "the child's snapshot file is missing");
+    }
+    if (j->rv == 0) {
+        struct raft_snapshot loaded;
+        j->rv = snap_load(n->env, n->cfg.data_dir, name, &loaded, j->msg, sizeof(j->msg));
+        if (j->rv == 0) {
+            j->snap.bytes = loaded.bytes;
+            j->snap.n_bytes = loaded.n_bytes;
+        }
+    }
 }
 
 static void snap_job_done(uv_work_t *w, int status)
@@ -790,6 +874,7 @@ static void snap_job_done(uv_work_t *w, int status)
     struct snap_job *j = w->data;
     struct node *n = j->node;
     n->snap_saving = false;
+    n->snap_child = 0;
     if (status != 0 || j->rv != 0) {
         node_log(n, "snapshot at %llu not saved: %s", (unsigned long long)j->snap.index,
                  status != 0 ? uv_strerror(status) : j->msg);
@@ -798,7 +883,21 @@ static void snap_job_done(uv_work_t *w, int status)
             exit(70);
         }
     } else if (!n->stopping) {
-        n->snap_index = j->snap.index;
+        /* a child's image goes to the core now (an encode on the loop gave it at once) */
+        if (j->child > 0 &&
+            raft_snapshot_adopt(n->raft, j->snap.index, j->snap.bytes, j->snap.n_bytes) == 0)
+            j->snap.bytes = NULL;
+        if (j->child > 0)
+            node_log(n, "snapshot at %llu: %llu bytes in %llu ms by a child process (fork "
+                        "held the loop %llu us)",
+                     (unsigned long long)j->snap.index, (unsigned long long)j->snap.n_bytes,
+                     (unsigned long long)((uv_hrtime() - j->started_ns) / 1000000),
+                     (unsigned long long)(j->fork_ns / 1000));
+        else
+            node_log(n, "snapshot at %llu: %llu bytes encoded on the loop",
+                     (unsigned long long)j->snap.index, (unsigned long long)j->snap.n_bytes);
+        if (j->snap.index > n->snap_index)
+            n->snap_index = j->snap.index;
         n->stats.snapshots_taken++;
         snap_prune(n->env, n->cfg.data_dir, NODE_SNAPSHOT_KEEP, NULL);
         struct snap_info infos[NODE_SNAPSHOT_KEEP];
@@ -813,6 +912,40 @@ static void snap_job_done(uv_work_t *w, int status)
     maybe_free(n);
 }
 
+/* Starts a child that encodes and saves the snapshot at applied; false when fork (or the
+ * pipe) failed and the caller should encode on the loop. */
+static bool start_snapshot_child(struct node *n, struct snap_job *j, uint64_t applied)
+{
+    if (raft_snapshot_meta(n->raft, applied, &j->snap) != 0)
+        return false;
+    int fds[2];
+    if (pipe(fds) != 0)
+        return false;
+    uint64_t t0 = uv_hrtime();
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Die with the parent: an orphan would keep the ports, the data directory's lock
+         * and its disk bandwidth after a kill -9, into the restarted server's life. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(4);
+        close(fds[0]);
+        snap_child_main(n, &j->snap, fds[1]); /* never returns */
+    }
+    close(fds[1]);
+    if (pid < 0) {
+        close(fds[0]);
+        node_log(n, "warning: fork for the snapshot failed (%s): encoding on the loop",
+                 strerror(errno));
+        return false;
+    }
+    j->fork_ns = uv_hrtime() - t0;
+    j->child = pid;
+    j->msg_fd = fds[0];
+    n->snap_child = pid;
+    return true;
+}
+
 static void maybe_take_snapshot(struct node *n)
 {
     uint64_t applied = raft_applied(n->raft);
@@ -822,28 +955,37 @@ static void maybe_take_snapshot(struct node *n)
     struct snap_job *j = calloc(1, sizeof(*j));
     if (!j)
         return;
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    if (machine_snapshot_encode(n->sm, &buf, &len) != 0) {
-        free(j);
-        return;
-    }
-    if (raft_snapshot_taken(n->raft, applied, buf, len) != 0) {
-        free(buf);
-        free(j);
-        return;
-    }
-    const struct raft_snapshot *rs = raft_snapshot(n->raft);
     j->node = n;
-    j->snap = *rs;
-    j->snap.bytes = buf; /* our copy: the core keeps its own */
     j->work.data = j;
+    j->started_ns = uv_hrtime();
+    if (!n->cfg.snapshot_in_child || !start_snapshot_child(n, j, applied)) {
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        if (machine_snapshot_encode(n->sm, &buf, &len) != 0) {
+            free(j);
+            return;
+        }
+        if (raft_snapshot_taken(n->raft, applied, buf, len) != 0) {
+            free(buf);
+            free(j);
+            return;
+        }
+        j->snap = *raft_snapshot(n->raft);
+        j->snap.bytes = buf; /* our copy: the core keeps its own */
+        j->child = 0;
+    }
     n->snap_saving = true;
     n->n_handles_open++;
     if (uv_queue_work(n->loop, &j->work, snap_job_run, snap_job_done) != 0) {
         n->snap_saving = false;
         n->n_handles_open--;
-        free(buf);
+        if (j->child > 0) {
+            kill(j->child, SIGKILL);
+            waitpid(j->child, NULL, 0);
+            close(j->msg_fd);
+            n->snap_child = 0;
+        }
+        free(j->snap.bytes);
         free(j);
     }
 }
@@ -1367,6 +1509,8 @@ void node_stop(struct node *n)
         struct pending_read r = n->reads[--n->n_reads];
         r.cb(r.arg, NODE_ESTOPPED);
     }
+    if (n->snap_child > 0) /* its temp file is removed by the next snap_prune */
+        kill(n->snap_child, SIGKILL);
     uv_close((uv_handle_t *)&n->tick, on_handle_closed);
     uv_close((uv_handle_t *)&n->lazy_timer, on_handle_closed);
     uv_close((uv_handle_t *)&n->flush_idle, on_handle_closed);

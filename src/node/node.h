@@ -43,6 +43,7 @@
 #define NODE_OBSERVERS_MAX 8     /* node_observe subscribers (API parts, watch hub) */
 #define NODE_LAZY_MS       2     /* longest a node_propose_lazy entry waits for company */
 #define NODE_LAZY_MAX      1024  /* lazy entries waiting; more are proposed at once */
+#define NODE_STALL_TICKS   4     /* ticks apart that count as a stalled loop (logged) */
 
 enum {
     NODE_ENOTLEADER = -1801, /* propose on a follower: forward to node_leader_http() */
@@ -70,6 +71,9 @@ struct node_config {
     uint32_t tick_ms;        /* one Raft tick */
     uint32_t election_ticks; /* election timeout in ticks */
     uint64_t snapshot_every; /* applied entries between state machine snapshots */
+    /* Encode and write snapshots in a fork()ed child (a copy-on-write image of the state
+     * machine), so the loop never stalls for the encode; off: encode on the loop. */
+    bool snapshot_in_child;
     /* While not leading, write the WAL on the loop thread when the storage worker is
      * idle (storage_write_inline): the ack waits for that write anyway. */
     bool wal_inline_when_following;
@@ -154,6 +158,7 @@ struct node_stats {
     uint64_t inline_backoffs; /* slow inline WAL writes that sent writes back to the worker */
     uint64_t lazy_proposals;   /* node_propose_lazy entries proposed ... */
     uint64_t lazy_alone;       /* ... of which NODE_LAZY_MS passed with no company */
+    uint64_t loop_stalls;      /* ticks NODE_STALL_TICKS or more apart */
 };
 void node_get_stats(const struct node *n, struct node_stats *out);
 /* The WAL could not store the last batch (ENOSPC): it is retried every

@@ -1727,17 +1727,26 @@ void raft_persisted(struct raft *r, uint64_t index, uint64_t term)
     maybe_commit(r);
 }
 
-int raft_snapshot_taken(struct raft *r, uint64_t index, const void *bytes, uint64_t n_bytes)
+static bool snapshot_index_ok(const struct raft *r, uint64_t index)
 {
-    if (index > r->applied || index < r->first_index || (r->has_snap && index <= r->snap.index))
+    return index <= r->applied && index >= r->first_index &&
+           !(r->has_snap && index <= r->snap.index);
+}
+
+int raft_snapshot_meta(const struct raft *r, uint64_t index, struct raft_snapshot *out)
+{
+    if (!snapshot_index_ok(r, index))
         return RAFT_EINVAL;
-    if (n_bytes > 0 && !bytes)
+    uint64_t c_index;
+    *out = (struct raft_snapshot){.index = index, .term = term_at(r, index)};
+    config_at(r, index, &out->config, &c_index);
+    return 0;
+}
+
+int raft_snapshot_adopt(struct raft *r, uint64_t index, uint8_t *bytes, uint64_t n_bytes)
+{
+    if (!snapshot_index_ok(r, index) || !bytes)
         return RAFT_EINVAL;
-    uint8_t *copy = malloc(n_bytes ? n_bytes : 1);
-    if (!copy)
-        return RAFT_ENOMEM;
-    if (n_bytes > 0)
-        memcpy(copy, bytes, n_bytes);
     struct raft_config c;
     uint64_t c_index;
     config_at(r, index, &c, &c_index);
@@ -1747,10 +1756,26 @@ int raft_snapshot_taken(struct raft *r, uint64_t index, const void *bytes, uint6
     r->snap.term = term_at(r, index);
     r->snap.config = c;
     r->snap.n_bytes = n_bytes;
-    r->snap.bytes = copy;
+    r->snap.bytes = bytes;
     uint64_t keep_from = index + 1 > r->o.trailing_entries ? index + 1 - r->o.trailing_entries : 1;
     log_compact(r, max_u64(keep_from, r->first_index));
     return 0;
+}
+
+int raft_snapshot_taken(struct raft *r, uint64_t index, const void *bytes, uint64_t n_bytes)
+{
+    if (!snapshot_index_ok(r, index))
+        return RAFT_EINVAL;
+    if (n_bytes > 0 && !bytes)
+        return RAFT_EINVAL;
+    uint8_t *copy = malloc(n_bytes ? n_bytes : 1);
+    if (!copy)
+        return RAFT_ENOMEM;
+    if (n_bytes > 0)
+        memcpy(copy, bytes, n_bytes);
+    int rv = raft_snapshot_adopt(r, index, copy, n_bytes);
+    CC_ASSERT(rv == 0); /* checked above */
+    return rv;
 }
 
 int raft_change(struct raft *r, enum raft_change_op op, uint32_t id, uint64_t *index_out)

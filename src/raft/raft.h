@@ -316,6 +316,11 @@ void raft_persisted(struct raft *r, uint64_t index, uint64_t term);
  * compacts its log behind it (keeping trailing_entries) and uses it for
  * InstallSnapshot. */
 int raft_snapshot_taken(struct raft *r, uint64_t index, const void *bytes, uint64_t n_bytes);
+/* The same, taking ownership of bytes (malloc'd) on success: no copy of a big image. */
+int raft_snapshot_adopt(struct raft *r, uint64_t index, uint8_t *bytes, uint64_t n_bytes);
+/* What raft_snapshot_taken(index) would record, bytes aside (index, term, config): for a
+ * host that writes the image elsewhere first. RAFT_EINVAL when index is not eligible. */
+int raft_snapshot_meta(const struct raft *r, uint64_t index, struct raft_snapshot *out);
 
 enum raft_change_op { RAFT_ADD_VOTER = 1, RAFT_ADD_LEARNER, RAFT_PROMOTE, RAFT_REMOVE };
 /* Single-server membership change (thesis §4.1): leader only, one at a time,
