@@ -84,6 +84,7 @@ struct op {
     int64_t ttl_ms;
     bool lease_implicit; /* we granted the lease for this request: revoke it on failure */
     bool waiting;        /* queued: in api->lock_waiters, woken by a GRANTED event */
+    bool acquiring;      /* an ACQUIRE is proposed (or lazily waiting), result not yet back */
     uint64_t request_id;
     uint64_t deadline_ms; /* uv_now() by which a queued acquire gives up */
     uint64_t renewed_ms;  /* implicit lease: when the last keepalive was sent */

@@ -44,9 +44,13 @@
  * (forward.c), so a follower relaying the request gets the real answer. */
 #define API_LOCK_WAIT_MS_MAX 10000
 #define API_ABANDONED_MAX 1024 /* timed-out waits remembered until their grant or cancel */
+/* A record whose outcome never came (the ACQUIRE failed, say) is dropped after this: its
+ * CANCEL has long applied by then, so no grant can follow. */
+#define API_ABANDONED_TTL_MS 60000
 
 struct abandoned_grant {
     uint64_t request_id;
+    uint64_t at_ms;
     int64_t lease;
     bool implicit_lease;
     uint16_t name_len, owner_len;
@@ -388,11 +392,16 @@ static void propose_quietly(struct api *a, const uint8_t *cmd, size_t n);
 static void revoke_quietly(struct api *a, int64_t lease);
 
 /* A queued acquire whose client will not be told of a grant (timeout, client gone,
- * shutdown): leave the queue, and give back a grant that races the cancel. */
+ * shutdown): leave the queue, and give back a grant that races the cancel. Also for an
+ * acquire whose result is not back yet: the CANCEL goes into the log after it (a lazy
+ * ACQUIRE is proposed first, node_propose_lazy), so it finds the waiter, or finds it
+ * granted, and then the remembered grant is given back. */
 static void abandon_wait(struct op *o)
 {
     struct api *a = o->api;
-    unlink_waiter(o);
+    if (o->waiting)
+        unlink_waiter(o);
+    o->acquiring = false;
     remember_abandoned(o);
     struct lock_cmd c = {.type = LOCK_CMD_CANCEL, .request_id = o->request_id, .name = o->key,
                          .name_len = (uint16_t)o->key_len, .owner = o->aux,
@@ -407,7 +416,13 @@ static void abandon_wait(struct op *o)
 
 void lock_api_forget(struct op *o)
 {
-    if (o->waiting)
+    if (!o->waiting && o->acquiring && node_drop_lazy(o->api->node, o)) {
+        o->acquiring = false; /* never proposed: nothing to take back */
+        if (o->lease_implicit)
+            revoke_quietly(o->api, o->lease);
+        return;
+    }
+    if (o->waiting || o->acquiring)
         abandon_wait(o);
 }
 
@@ -418,6 +433,7 @@ static void remember_abandoned(struct op *o)
         return; /* the lease (ours, or the client's which it stopped renewing) ends it */
     struct abandoned_grant *g = &a->abandoned[a->n_abandoned++];
     g->request_id = o->request_id;
+    g->at_ms = uv_now(a->loop);
     g->lease = o->lease;
     g->implicit_lease = o->lease_implicit;
     g->name_len = (uint16_t)o->key_len;
@@ -515,6 +531,7 @@ static void on_wait_timeout(uv_timer_t *t)
 static void on_acquire_applied(void *arg, int status, const struct sm_result *res)
 {
     struct op *o = arg;
+    o->acquiring = false;
     if (o->finished)
         return;
     if (respond_if_node_failure(o, status, res)) {
@@ -590,6 +607,7 @@ static void propose_acquire(struct op *o)
         rv = node_propose_lazy(o->api->node, buf, n, on_acquire_applied, o);
     else if (rv == 0)
         rv = node_propose(o->api->node, buf, n, on_acquire_applied, o);
+    o->acquiring = rv == 0;
     if (rv != 0) {
         if (rv <= -2300 && rv > -2400)
             respond_sm_error(o->req, rv);
@@ -893,6 +911,12 @@ void lock_api_tick(struct api *a)
 {
     elect_observe_tick(a);
     uint64_t now = uv_now(a->loop);
+    for (uint32_t i = 0; i < a->n_abandoned;) {
+        if (now - a->abandoned[i].at_ms >= API_ABANDONED_TTL_MS)
+            a->abandoned[i] = a->abandoned[--a->n_abandoned];
+        else
+            i++;
+    }
     for (struct op *o = a->lock_waiters; o; o = o->wait_next) {
         if (!o->lease_implicit || o->finished || now < o->renewed_ms + (uint64_t)o->ttl_ms / 3)
             continue;

@@ -122,8 +122,30 @@ static int64_t env_posix__knob_read(const char *path, int64_t max_abs)
     return (int64_t)v;
 }
 
+/* A knob's mutex must not be held across fork() (node.c forks a snapshot child, which
+ * syncs through this env): fork waits until neither is held, and both sides unlock. */
+static void env_posix__fork_prepare(void)
+{
+    pthread_mutex_lock(&env_posix__fsync_delay.mu);
+    pthread_mutex_lock(&env_posix__clock_offset.mu);
+}
+
+static void env_posix__fork_done(void)
+{
+    pthread_mutex_unlock(&env_posix__clock_offset.mu);
+    pthread_mutex_unlock(&env_posix__fsync_delay.mu);
+}
+
+static pthread_once_t env_posix__atfork_once = PTHREAD_ONCE_INIT;
+
+static void env_posix__atfork_init(void)
+{
+    pthread_atfork(env_posix__fork_prepare, env_posix__fork_done, env_posix__fork_done);
+}
+
 static int64_t env_posix__knob_value(struct env_posix__knob *k, void (*init)(void))
 {
+    pthread_once(&env_posix__atfork_once, env_posix__atfork_init);
     pthread_once(&k->once, init);
     if (k->path == NULL)
         return 0;

@@ -1268,6 +1268,22 @@ int node_propose(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb c
     return propose_now(n, cmd, len, cb, arg);
 }
 
+bool node_drop_lazy(struct node *n, void *arg)
+{
+    bool dropped = false;
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < n->n_lazy; i++) {
+        if (n->lazy[i].arg == arg && n->lazy[i].status == 0) {
+            free(n->lazy[i].cmd);
+            dropped = true;
+        } else {
+            n->lazy[keep++] = n->lazy[i];
+        }
+    }
+    n->n_lazy = keep;
+    return dropped;
+}
+
 int node_propose_lazy(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb cb,
                       void *arg)
 {

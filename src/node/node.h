@@ -110,6 +110,9 @@ int node_propose(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb c
  * Returns NODE_ENOTLEADER at once when not leading; later failures go to cb. */
 int node_propose_lazy(struct node *n, const uint8_t *cmd, size_t len, node_apply_cb cb,
                       void *arg);
+/* Drops arg's lazy entries not yet proposed; true if there was one (it never reaches the
+ * log, so the caller has nothing to take back). */
+bool node_drop_lazy(struct node *n, void *arg);
 int node_read(struct node *n, bool linearizable, node_read_cb cb, void *arg);
 /* A membership change (raft_change): cb(status, NULL) once the configuration entry is
  * applied here, or with NODE_ELOST / NODE_EUNKNOWN as for proposals. Leader only. */
