@@ -20,6 +20,7 @@
  */
 #include "node/node.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -912,6 +913,39 @@ static void snap_job_done(uv_work_t *w, int status)
     maybe_free(n);
 }
 
+/* In the child: closes every inherited descriptor but stdio and keep. A socket the parent
+ * closes while the child runs (a client it disconnects, a peer link it redials, the
+ * listener at shutdown) would otherwise stay open, and its far end see no FIN, until the
+ * child exits. */
+static void close_inherited_fds(int keep)
+{
+    /* /proc/self/fd names exactly the open ones (a loop to _SC_OPEN_MAX can be a million
+     * close calls); the names are read first, as closing while listing would skip some. */
+    int open_fds[4096];
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d != NULL) {
+        int dir_fd = dirfd(d);
+        struct dirent *e;
+        while (n < (int)(sizeof(open_fds) / sizeof(open_fds[0])) && (e = readdir(d)) != NULL) {
+            int fd = atoi(e->d_name);
+            if (fd > 2 && fd != keep && fd != dir_fd)
+                open_fds[n++] = fd;
+        }
+        closedir(d);
+        for (int i = 0; i < n; i++)
+            close(open_fds[i]);
+        if (n < (int)(sizeof(open_fds) / sizeof(open_fds[0])))
+            return;
+    }
+    long max = sysconf(_SC_OPEN_MAX); /* no /proc, or very many: close them all */
+    if (max < 0 || max > 1048576)
+        max = 1048576;
+    for (int fd = 3; fd < (int)max; fd++)
+        if (fd != keep)
+            close(fd);
+}
+
 /* Starts a child that encodes and saves the snapshot at applied; false when fork (or the
  * pipe) failed and the caller should encode on the loop. */
 static bool start_snapshot_child(struct node *n, struct snap_job *j, uint64_t applied)
@@ -929,7 +963,7 @@ static bool start_snapshot_child(struct node *n, struct snap_job *j, uint64_t ap
          * and its disk bandwidth after a kill -9, into the restarted server's life. */
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
             _exit(4);
-        close(fds[0]);
+        close_inherited_fds(fds[1]);
         snap_child_main(n, &j->snap, fds[1]); /* never returns */
     }
     close(fds[1]);
