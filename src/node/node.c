@@ -821,8 +821,10 @@ static void snap_child_main(struct node *n, const struct raft_snapshot *meta, in
         int rv = snap_save(n->env, n->cfg.data_dir, &s, msg, sizeof(msg));
         code = rv == 0 ? 0 : rv == SNAP_ESYNC ? 3 : 1;
     }
-    if (code != 0 && write(msg_fd, msg, strlen(msg)) < 0)
-        (void)0; /* the exit code still tells */
+    if (code != 0) {
+        ssize_t wrote = write(msg_fd, msg, strlen(msg));
+        (void)wrote; /* if the message is lost, the exit code still tells */
+    }
     _exit(code);
 }
 
