@@ -163,6 +163,9 @@ typedef void (*cc_lock_lost_cb)(cc_lock *lock, void *arg);
  * once (CC_EBUSY), > 0 queues (FIFO) for at most that long (CC_ELOCKTIMEOUT), or
  * CC_WAIT_FOREVER. Waits beyond the server's 10 s per request are made of several
  * requests; a 503 or an unreachable node in between is retried while time is left.
+ * A grant whose lease died before it could be confirmed (this process was paused) is
+ * given back and the wait goes on; CC_ELOCKTIMEOUT once the wait is over, CC_ELOST
+ * with wait_ms 0. Either way the caller does not hold the lock.
  * On success *out holds the lock, valid now, with its renewal thread running; lost_cb
  * (may be NULL) is called if it stops being valid. A handle is one hold: acquiring the
  * same name again, even with the same owner, waits for it (not reentrant). */

@@ -315,8 +315,9 @@ static const char lock_usage[] =
     "  -v           say on stderr when the lock is acquired and released\n"
     "\n" CLIENT_GLOBAL_FLAGS_USAGE "  (--endpoint may list several nodes: H1:P1,H2:P2)\n"
     "\n"
-    "Exit status: CMD's; 75 not acquired (busy, or --wait ran out); 76 lost while CMD\n"
-    "ran; 126 CMD cannot run; 127 CMD not found; 1 failed; 2 usage; 3 cannot connect.\n";
+    "Exit status: CMD's; 75 not acquired (busy, --wait ran out, or the grant was lost\n"
+    "before CMD started); 76 lost while CMD ran; 126 CMD cannot run; 127 CMD not found;\n"
+    "1 failed; 2 usage; 3 cannot connect.\n";
 
 struct lock_args {
     const char *name;
@@ -530,9 +531,14 @@ int cli_lock_main(int argc, char **argv)
     cc_lock *l = NULL;
     int err =
         cc_lock_acquire(c, a.name, a.owner, (int64_t)a.ttl_ms, a.wait_ms, on_lock_lost, NULL, &l);
-    if (err == CC_EBUSY || err == CC_ELOCKTIMEOUT) {
-        fprintf(stderr, "%s: '%s' not acquired: %s\n", lc.prog, a.name,
-                err == CC_EBUSY ? "it is held by someone else (--wait 0)" : "--wait ran out");
+    if (err == CC_EBUSY || err == CC_ELOCKTIMEOUT || err == CC_ELOST) {
+        /* CC_ELOST here: granted, but the grant's lease died before it was confirmed;
+         * CMD never ran, so it is "not acquired" too. */
+        fprintf(stderr, "%s: '%s' not acquired: %s%s\n", lc.prog, a.name,
+                err == CC_EBUSY ? "it is held by someone else (--wait 0)"
+                : err == CC_ELOST ? "the grant was lost before it could be used: "
+                                  : "--wait ran out",
+                err == CC_ELOST ? cc_last_error() : "");
         rv = LOCK_EXIT_NOT_ACQUIRED;
         goto out_after_pipe;
     }

@@ -429,6 +429,12 @@ static int lock_acquire(cc_client *c, bool election, const char *name, const cha
         snprintf(why, sizeof(why), "%s", cc_last_error());
         lock_give_back(l);
         cc__set_detail("%s", why);
+        if (rv == CC_ELOST && wait_ms != 0 && cc__mono_ms() >= deadline) {
+            /* Typically this process was paused through its grant: it never held the
+             * lock, and the wait is over, so it is a timeout, not a loss. */
+            cc__set_detail("%s (was this process paused?), and wait_ms ran out", why);
+            rv = CC_ELOCKTIMEOUT;
+        }
         if (rv != CC_ELOST || wait_ms == 0 || round + 1 >= CC_GRANT_ROUNDS_MAX ||
             cc__mono_ms() >= deadline)
             goto err_after_lock;
