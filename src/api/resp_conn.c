@@ -601,6 +601,9 @@ static bool op_can_start(const struct rconn *c, const struct rop *op)
     if (c->n_running == 0 || op->cls == CLS_FREE) {
         return true;
     }
+    if (op->cls == CLS_BARRIER && c->running_cls == CLS_BARRIER) {
+        return resp_rmw_can_join(op); /* pipelined INCRs share one txn */
+    }
     return (op->cls == CLS_READ || op->cls == CLS_WRITE) && op->cls == c->running_cls;
 }
 

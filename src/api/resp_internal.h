@@ -512,6 +512,7 @@ void resp_wb_unlink(struct rop *op);
 void resp_rmw_attempt(struct rop *op);
 void resp_xb_issue(struct resp_server *s);
 void resp_xb_unlink(struct rop *op);
+bool resp_rmw_can_join(const struct rop *op);
 void resp_exec_read_run(struct rop *op);
 
 /* resp_conn.c: finishing ops, and running connections. */

@@ -14,9 +14,11 @@
  * reads, blind single-entry writes (WRITE) with writes. Writes proposed back to back
  * commit in log order; reads started together see at least everything before them.
  * Everything else (read-modify-write, MULTI/EXEC, connection state: BARRIER) waits for
- * the FIFO to drain and holds back what follows. FREE ops (PING, INFO, errors) never wait
- * on data. So a pipeline behaves exactly as if its commands ran one by one, and still
- * batches.
+ * the FIFO to drain and holds back what follows, with one exception: pipelined
+ * single-key read-modify-writes (INCR x16) join the open shared txn together while all
+ * of the connection's running ops wait in it (resp_rmw_can_join). FREE ops (PING, INFO,
+ * errors) never wait on data. So a pipeline behaves exactly as if its commands ran one
+ * by one, and still batches.
  *
  * Commands, three ways (docs/resp.md has the user's view):
  *   - reads: after node_read() (a batched ReadIndex round, or at once after READONLY),

@@ -905,6 +905,60 @@ void resp_xb_issue(struct resp_server *s)
     on_xb_applied(xb, rv, rv <= -2000 && rv >= -2099 ? &fake : NULL);
 }
 
+/* Pipelined read-modify-writes of one connection (INCR x16) may join the open shared
+ * txn together: run one after the other against its overlay, they are exactly the
+ * commands run one by one, and they commit or conflict as one. op (queued, not started)
+ * may start while the connection's earlier ops run only if every one of those waits in
+ * the open txn, op will join it too (room, no big value in flight on its key), and op is
+ * a single-key read-modify-write. After a conflict the connection's ops run again one
+ * at a time, from its head, so a retry never reorders them. */
+#define RESP_RMW_JOIN_RUNNING_MAX 64u /* bounds the scan below */
+
+bool resp_rmw_can_join(const struct rop *op)
+{
+    const struct rconn *c = op->c;
+    const struct resp_server *s = c->s;
+    const struct xbatch *xb = s->xb_open;
+    if (op->spec == NULL || c->multi || s->stopping || xb == NULL || xb->v.err != 0 ||
+        xb->v.n + 2 > RESP_XBATCH_KEYS_MAX || c->n_running > RESP_RMW_JOIN_RUNNING_MAX) {
+        return false;
+    }
+    switch (op->spec->id) {
+    case RESP_CMD_INCR:
+    case RESP_CMD_DECR:
+    case RESP_CMD_INCRBY:
+    case RESP_CMD_DECRBY:
+    case RESP_CMD_INCRBYFLOAT:
+    case RESP_CMD_APPEND:
+    case RESP_CMD_SETRANGE:
+        break;
+    default:
+        return false;
+    }
+    uint32_t in_xb = 0;
+    for (const struct rop *e = c->head; e != NULL && e != op; e = e->next) {
+        if (e->state == OP_RUNNING) {
+            if (e->xb != xb || e->retry) {
+                return false;
+            }
+            in_xb++;
+        }
+    }
+    if (in_xb != c->n_running) {
+        return false;
+    }
+    const struct resp_arg *k = &op->a.argv[1];
+    if (resp_xv_find((struct xview *)&xb->v, (const uint8_t *)k->ptr, (uint32_t)k->len) != NULL) {
+        return true;
+    }
+    if (resp_key_impossible(k->ptr, k->len)) {
+        return true;
+    }
+    const struct chain *e =
+        resp_chain_find((struct resp_server *)s, (const uint8_t *)k->ptr, (uint32_t)k->len);
+    return e == NULL || !e->opaque; /* else it would park, out of the txn */
+}
+
 /* Runs op (a single-key read-modify-write) in the open shared txn. */
 static void rmw_batched(struct rop *op)
 {

@@ -375,6 +375,95 @@ def test_incr_races_with_http_writers(single, ns):
     assert rc(m).info("stats")["conclave_rmw_retries"] > retries0  # conflicts did happen
 
 
+def test_pipelined_incrs_share_a_txn_and_stay_in_order(single, ns):
+    """Pipelined read-modify-writes of one connection join one shared txn (a pipeline of
+    100 INCRs is a few proposals, not 100) and still behave as if run one by one, also
+    when HTTP compare-and-swap writers make their txns conflict and retry: in each
+    pipeline the replies for one key only grow, every reply is distinct, and no
+    increment is lost or counted twice."""
+    m = single.m(1)
+    url = single.url(1)
+    keys = [f"{ns}pk{i}" for i in range(3)]
+    c = rc(m)
+    x = Raw(m.resp_port)
+    before = int(re.search(r"^conclave_resp_proposals_total (\d+)$",
+                           requests.get(f"{url}/metrics", timeout=T).text, re.M).group(1))
+    x.send(b"".join(b"*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n" % (len(keys[0]), keys[0].encode())
+                    for _ in range(100)))
+    assert [x.reply() for _ in range(100)] == [b":%d\r\n" % i for i in range(1, 101)]
+    after = int(re.search(r"^conclave_resp_proposals_total (\d+)$",
+                          requests.get(f"{url}/metrics", timeout=T).text, re.M).group(1))
+    assert after - before <= 10, f"{after - before} proposals for one pipeline of 100 INCRs"
+
+    errors, replies = [], []      # replies: (key, [values in pipeline order]) per pipeline
+    http_adds = [0]
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def resp_worker(seed):
+        rng = random.Random(seed)
+        cl = rc(m)
+        try:
+            for _ in range(15):
+                pipe = cl.pipeline(transaction=False)
+                picks = [rng.randrange(3) for _ in range(24)]
+                for k in picks:
+                    pipe.incr(keys[k])
+                out = pipe.execute()
+                with lock:
+                    for k in range(3):
+                        replies.append((k, [v for kk, v in zip(picks, out) if kk == k]))
+                time.sleep(0.02)  # leave the optimistic HTTP loops a chance
+        except Exception as e:  # noqa: BLE001 -- reported below
+            errors.append(repr(e))
+        finally:
+            cl.close()
+
+    def http_worker():
+        sess = requests.Session()
+        try:
+            while not stop.is_set():
+                key = keys[random.randrange(3)]
+                g = sess.get(f"{url}/v1/kv/{key}", timeout=T)
+                j = g.json()
+                t = sess.post(f"{url}/v1/txn", timeout=T, json={
+                    "compare": [{"key": key, "target": "mod", "op": "=",
+                                 "value": j["mod_revision"]}],
+                    "success": [{"put": {"key": key, "value": str(int(j["value"]) + 1000)}}]})
+                if t.status_code == 200 and t.json()["succeeded"]:
+                    with lock:
+                        http_adds[0] += 1
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    for k in keys[1:]:
+        c.set(k, 0)
+    retries0 = c.info("stats")["conclave_rmw_retries"]
+    rth = [threading.Thread(target=resp_worker, args=(i,)) for i in range(6)]
+    hth = [threading.Thread(target=http_worker) for _ in range(3)]
+    for t in hth + rth:
+        t.start()
+    for t in rth:
+        t.join(timeout=120)
+    stop.set()
+    for t in hth:
+        t.join(timeout=30)
+    assert not errors, errors[:3]
+    for k, vals in replies:
+        assert vals == sorted(vals) and len(set(vals)) == len(vals), (k, vals)
+    total = sum(int(c.get(k)) for k in keys)
+    n_incr = 6 * 15 * 24
+    assert total == 100 + n_incr + 1000 * http_adds[0], (total, n_incr, http_adds[0])
+    for k in range(3):
+        seen = [v for kk, vals in replies if kk == k for v in vals]
+        assert len(set(seen)) == len(seen), f"key {k}: a value was returned twice"
+    assert sum(len(vals) for _, vals in replies) == n_incr
+    retries = c.info("stats")["conclave_rmw_retries"] - retries0
+    print(f"{http_adds[0]} HTTP writes, {retries} RESP retries")
+    assert http_adds[0] > 0 and retries > 0  # conflicts did happen
+    c.close()
+
+
 def start_redis_server(tmp_path):
     """A real redis-server on a free port (skips the test when it is not installed).
     Returns (process, client); the caller terminates the process."""
