@@ -588,6 +588,9 @@ void host_restart(struct world *w, struct world_node *n)
             w->res->n_corrupt_refusals++;
             world_trace(w, n->id, "recovery refused (%s), kept down: %s",
                         rv == WAL_ECORRUPT ? "WAL_ECORRUPT" : "SNAP_ECORRUPT", msg);
+            if (!n->flipped) /* power cuts alone must never look like corruption */
+                world_fail(w, "recovery", "n%u's disk was refused as corrupt after power cuts "
+                           "alone (no bit flipped): %s", n->id, msg);
             return;
         }
         if (rv != 0) {
@@ -697,6 +700,7 @@ void host_crash(struct world *w, struct world_node *n, const char *why)
         bool flip = w->phase == WORLD_FAULTS && prng_chance(&w->rng_wal, w->k.flip_ppm) &&
                     w->n_flipped == 0 && dwal_flip_old_bit(&n->dw, &w->rng_wal, what, sizeof(what));
         w->n_flipped += flip;
+        n->flipped = n->flipped || flip;
         world_trace(w, n->id, "crash (%s): power cut on the real WAL%s%s", why,
                     flip ? ", bit flip at " : "", what);
         return;

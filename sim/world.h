@@ -105,6 +105,7 @@ struct world_node {
     struct dwal dw;
     bool storage_failed; /* a fatal storage error: no more writes until the crash */
     bool dead;           /* recovery refused a corrupt disk: kept down for good */
+    bool flipped;        /* a crash flipped a bit on its disk (the only allowed corruption) */
     struct kvsm kv;
     bool up, paused;
     uint32_t epoch;         /* bumps on crash: stale syncs, crashes, restarts are ignored */

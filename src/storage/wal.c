@@ -411,7 +411,13 @@ static int wal__rp_apply(struct wal__replay *rp, const struct wal_record *rec, c
         const uint64_t index = rec->snapshot.index;
         rp->snap_index = index;
         rp->snap_term = rec->snapshot.term;
-        if (index <= rp->base_index) {
+        if (index < rp->base_index) {
+            return 0;
+        }
+        if (index == rp->base_index) {
+            /* The base came from a segment header written before this snapshot: its
+             * term may be that of an uncommitted entry the snapshot replaced. */
+            rp->base_term = rec->snapshot.term;
             return 0;
         }
         const uint64_t drop = index - rp->base_index < rp->n ? index - rp->base_index : rp->n;

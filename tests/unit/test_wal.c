@@ -328,6 +328,59 @@ static void test_snapshot_marker(void **state)
 
 /* ---- segments and compaction ------------------------------------------------------ */
 
+/* Found by the simulator: a follower's log ends a segment at B (term 1); the leader
+ * sends a snapshot at B whose term is 2 (entry B was never committed here), so the
+ * node records the snapshot, truncates after it and compacts the old segment. The
+ * next segment's header still says "entry B has term 1": recovery must take the
+ * snapshot's term for B, not refuse the log as corrupt (the seal says B/2). */
+static void test_snapshot_at_segment_base_with_new_term(void **state)
+{
+    struct simfs *fs;
+    SH_ASSERT_OK(simfs_new(41, &fs));
+    struct sh_model m;
+    sh_model_init(&m);
+    struct wal_recovered rec;
+    struct wal *w = open_ok(fs, &rec);
+    wal_recovered_free(&rec);
+    set_hs(w, &m, 1, 1, 0);
+    uint64_t base = 0; /* last index of the first segment */
+    for (int i = 0; i < 200 && base == 0; i++) {
+        const uint32_t before = stats_of(w).n_segments;
+        SH_ASSERT_OK(sh_append(w, &m, 1));
+        SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+        if (stats_of(w).n_segments > before && sh_model_last(&m) > 1) {
+            base = sh_model_last(&m) - 1;
+        }
+    }
+    assert_true(base > 0);
+    SH_ASSERT_OK(sh_append(w, &m, 1)); /* one more in the new segment */
+    SH_ASSERT_OK(wal_set_snapshot(w, base, 2));
+    SH_ASSERT_OK(wal_truncate(w, base + 1));
+    const struct raft_hard_state hs = {2, 3, base};
+    SH_ASSERT_OK(wal_set_hard_state(w, &hs));
+    SH_ASSERT_OK(wal_sync(w, NULL, NULL));
+    uint32_t n_deleted = 0;
+    SH_ASSERT_OK(wal_compact(w, base, &n_deleted));
+    assert_true(n_deleted >= 1);
+    wal_close(w);
+
+    struct wal *w2 = NULL;
+    const struct wal_options o = opts_small();
+    char msg[WAL_MSG_BYTES];
+    const int rv = wal_open(simfs_env(fs), DIR, &o, &w2, &rec, msg, sizeof(msg));
+    if (rv != 0) {
+        fail_msg("wal_open: %s: %s", wal_strerror(rv), msg);
+    }
+    assert_int_equal(rec.snapshot_index, base);
+    assert_int_equal(rec.snapshot_term, 2);
+    assert_int_equal(rec.n_entries, 0);
+    assert_int_equal(rec.last_index, base);
+    assert_int_equal(rec.last_term, 2);
+    wal_recovered_free(&rec);
+    wal_close(w2);
+    simfs_free(fs);
+}
+
 static void test_roll_segments(void **state)
 {
     struct simfs *fs;
@@ -1628,6 +1681,7 @@ int main(void)
         cmocka_unit_test(test_truncate_then_append),
         cmocka_unit_test(test_hard_state),
         cmocka_unit_test(test_snapshot_marker),
+        cmocka_unit_test(test_snapshot_at_segment_base_with_new_term),
         cmocka_unit_test(test_roll_segments),
         cmocka_unit_test(test_compaction),
         cmocka_unit_test(test_crash_keeps_synced),
