@@ -43,6 +43,8 @@ struct progress {
     bool probe_sent;        /* PROBE: one append outstanding, wait for its answer */
     uint64_t heard_tick;    /* r->now when it last answered us (CheckQuorum) */
     uint64_t round_acked;   /* highest heartbeat round acknowledged this term */
+    uint64_t bcast_acked;   /* newest broadcast round (to every peer) it acknowledged */
+    uint32_t bcast_rank;    /* 1 = first to acknowledge bcast_acked, 2 = second... */
     uint32_t hb_stalls;     /* REPLICATE: heartbeat acks while match stood still */
     uint64_t hb_match;      /* match at the previous heartbeat ack */
     uint64_t inflight[RAFT_INFLIGHT_MAX]; /* last index of each unacked append */
@@ -121,6 +123,8 @@ struct raft {
     uint32_t transfer_elapsed;
     uint64_t round;            /* heartbeat rounds started this term */
     uint64_t round_flushed;    /* newest round whose heartbeats left in an update */
+    uint64_t bcast_round;      /* newest round sent to every peer (periodic heartbeat) */
+    uint32_t bcast_acks;       /* acknowledgements of bcast_round so far (ranks them) */
     uint64_t round_tick[RAFT_ROUNDS_RING];
     struct read_req *reads;
     uint32_t n_reads, cap_reads;
@@ -629,6 +633,8 @@ static void become_leader(struct raft *r)
     r->election_elapsed = 0;
     r->round = 0;
     r->round_flushed = 0;
+    r->bcast_round = 0;
+    r->bcast_acks = 0;
     r->n_reads = 0;
     memset(r->prs, 0, sizeof(r->prs));
     progress_sync(r);
@@ -1032,21 +1038,56 @@ static void handle_append_resp(struct raft *r, const struct raft_msg *m)
     send_append(r, p, true);
 }
 
+static void send_heartbeat(struct raft *r, const struct progress *p)
+{
+    struct raft_msg *m = send_now(r, RAFT_MSG_HEARTBEAT, p->id);
+    if (!m)
+        return;
+    /* Only announce a commit the follower's log is known to contain. */
+    m->heartbeat.commit = min_u64(r->commit, p->match);
+    m->heartbeat.round = r->round;
+}
+
 static void bcast_heartbeat(struct raft *r)
 {
     r->round++;
     r->round_tick[r->round % RAFT_ROUNDS_RING] = r->now;
+    r->bcast_round = r->round;
+    r->bcast_acks = 0;
     for (uint32_t i = 0; i < RAFT_SERVERS_MAX; i++) {
-        struct progress *p = &r->prs[i];
-        if (p->id == 0)
-            continue;
-        struct raft_msg *m = send_now(r, RAFT_MSG_HEARTBEAT, p->id);
-        if (!m)
-            continue;
-        /* Only announce a commit the follower's log is known to contain. */
-        m->heartbeat.commit = min_u64(r->commit, p->match);
-        m->heartbeat.round = r->round;
+        if (r->prs[i].id != 0)
+            send_heartbeat(r, &r->prs[i]);
     }
+}
+
+/* A round started for reads needs a quorum's acknowledgements, not everyone's, so it
+ * goes only to the voters that answered the last broadcast round first (halving
+ * follower work per read on 3 nodes). A voter that has not answered the last broadcast
+ * is never chosen: then the round goes to everyone. The periodic heartbeat reaches
+ * every peer, re-ranks them, and serves a round whose chosen voter went quiet. */
+static void read_round(struct raft *r)
+{
+    uint32_t need = quorum(r) - (is_voter(r, r->o.id) ? 1u : 0u);
+    struct progress *pick[RAFT_SERVERS_MAX];
+    uint32_t n = 0;
+    for (uint32_t rank = 1; rank <= r->bcast_acks && n < need; rank++) {
+        for (uint32_t i = 0; i < RAFT_SERVERS_MAX; i++) {
+            struct progress *p = &r->prs[i];
+            if (p->id != 0 && p->id != r->o.id && is_voter(r, p->id) &&
+                p->bcast_acked == r->bcast_round && p->bcast_rank == rank) {
+                pick[n++] = p;
+                break;
+            }
+        }
+    }
+    if (r->bcast_round == 0 || n < need) {
+        bcast_heartbeat(r);
+        return;
+    }
+    r->round++;
+    r->round_tick[r->round % RAFT_ROUNDS_RING] = r->now;
+    for (uint32_t i = 0; i < n; i++)
+        send_heartbeat(r, pick[i]);
 }
 
 static void process_reads(struct raft *r);
@@ -1069,6 +1110,10 @@ static void handle_heartbeat_resp(struct raft *r, const struct raft_msg *m)
     p->heard_tick = r->now;
     if (m->heartbeat.round > p->round_acked && m->heartbeat.round <= r->round)
         p->round_acked = m->heartbeat.round;
+    if (m->heartbeat.round == r->bcast_round && p->bcast_acked != r->bcast_round) {
+        p->bcast_acked = r->bcast_round;
+        p->bcast_rank = ++r->bcast_acks;
+    }
     if (p->state == RAFT_SNAPSHOTTING) {
         if (r->now - p->snap_sent_tick >= 2 * (uint64_t)r->o.heartbeat_ticks)
             send_snapshot_chunk(r, p); /* the chunk or its ack was lost */
@@ -1321,7 +1366,7 @@ static void process_reads(struct raft *r)
     }
     r->n_reads = keep;
     if (want_round && q >= r->round) {
-        bcast_heartbeat(r);
+        read_round(r);
         if (quorum_round(r) >= r->round) /* a cluster of one */
             process_reads(r);
     }

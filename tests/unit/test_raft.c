@@ -817,6 +817,70 @@ static void test_read_index_batching(void **state)
     th_net_free(net);
 }
 
+struct hb_count {
+    uint64_t to[TH_NODES_MAX + 1]; /* heartbeats delivered (or dropped) per receiver */
+    uint32_t drop_to;              /* messages to this node are lost; 0 = none */
+};
+
+static enum th_verdict count_heartbeats(struct th_net *net, struct raft_msg *m, void *arg)
+{
+    (void)net;
+    struct hb_count *c = arg;
+    if (m->type == RAFT_MSG_HEARTBEAT)
+        c->to[m->to]++;
+    return m->to == c->drop_to ? TH_DROP : TH_DELIVER;
+}
+
+/* A read round needs a quorum, not everyone: on 3 nodes it goes to the one follower
+ * that answered the last broadcast heartbeat first. If that follower goes quiet, the
+ * next periodic heartbeat (to everyone) serves the read and re-ranks them, so the next
+ * round goes to the other follower. */
+static void test_read_round_goes_to_the_fastest_quorum(void **state)
+{
+    struct th_net *net = th_net_new(3, 7);
+    th_boot(net, 3);
+    th_elect(net, 1);
+    th_propose(net, 1, "x");
+    th_settle(net, 1, 3, 5);
+    struct raft *l = th_raft(net, 1);
+    struct th_node *n = &net->nodes[1];
+    th_tick(net, 1, 1); /* a broadcast round, answered by both followers */
+    th_deliver_all(net);
+    struct hb_count c = {0};
+    th_set_filter(net, count_heartbeats, &c);
+
+    ASSERT_RC(raft_read_index(l, 1), 0);
+    th_drain(net, 1);
+    th_deliver_all(net);
+    ASSERT_EQ(n->n_reads, 1);
+    ASSERT_EQ(c.to[2] + c.to[3], 1); /* one follower, not two */
+    const uint32_t chosen = c.to[2] != 0 ? 2 : 3;
+    const uint32_t other = 5 - chosen;
+
+    memset(&c, 0, sizeof(c));
+    c.drop_to = chosen;
+    ASSERT_RC(raft_read_index(l, 2), 0);
+    th_drain(net, 1);
+    th_deliver_all(net);
+    ASSERT_EQ(n->n_reads, 1); /* its round went to the quiet follower only */
+    ASSERT_EQ(c.to[other], 0);
+    th_tick(net, 1, 1);
+    th_deliver_all(net);
+    ASSERT_EQ(n->n_reads, 2); /* the broadcast reached the other one */
+    ASSERT_RC(th_find_read(n, 2)->status, 0);
+
+    memset(&c, 0, sizeof(c));
+    c.drop_to = chosen;
+    ASSERT_RC(raft_read_index(l, 3), 0);
+    th_drain(net, 1);
+    th_deliver_all(net);
+    ASSERT_EQ(n->n_reads, 3); /* re-ranked: the answering follower is chosen now */
+    ASSERT_EQ(c.to[other], 1);
+    ASSERT_EQ(c.to[chosen], 0);
+    th_set_filter(net, NULL, NULL);
+    th_net_free(net);
+}
+
 static enum th_verdict hold_append_resp_to_1(struct th_net *net, struct raft_msg *m, void *arg)
 {
     return m->type == RAFT_MSG_APPEND_RESP && m->to == 1 ? TH_HOLD : TH_DELIVER;
@@ -1918,6 +1982,7 @@ int main(void)
         TEST(test_candidate_counts_own_vote_only_when_durable),
         TEST(test_leader_commit_counts_only_durable_copies),
         TEST(test_read_index_batching),
+        TEST(test_read_round_goes_to_the_fastest_quorum),
         TEST(test_read_index_waits_for_commit_in_term),
         TEST(test_read_index_on_follower),
         TEST(test_read_index_fails_on_step_down),
