@@ -876,16 +876,26 @@ static void test_handle_confirms_after_long_wait(void **state)
     assert_true(cc_lock_valid_ms(l) > 600); /* from the confirmation (the acquire's: <450) */
     assert_true(g_fake.last_ok_ka_ms >= t0 + 450);
     assert_int_equal(cc_lock_release(l), 0);
-    /* if the lease turns out gone, the grant is given back and never handed out */
-    fake_reset(&g_fake);
-    g_fake.grant_delay_ms = 450;
-    atomic_store(&g_fake.ka_mode, KA_GONE);
-    cc__set_transport(c, fake_transport, &g_fake);
-    assert_int_equal(cc_lock_acquire(c, "job", "w", 1000, 1000, NULL, NULL, &l), CC_ELOST);
-    assert_null(l);
-    assert_true(fake_count(&g_fake, "DELETE", "/v1/lock/job") >= 1);
-    assert_true(fake_count(&g_fake, "DELETE", "/v1/lock/job") ==
-                fake_count(&g_fake, "POST", "/v1/lock/job"));
+    /* If the lease turns out gone, the grant is given back and never handed out:
+     * CC_ELOST when trying once, or after CC_GRANT_ROUNDS_MAX such grants with time
+     * left; CC_ELOCKTIMEOUT when the wait ran out meanwhile (the caller never held it). */
+    const struct {
+        int64_t wait_ms;
+        int want;
+    } cases[] = {{0, CC_ELOST}, {1000, CC_ELOCKTIMEOUT}, {20000, CC_ELOST}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fake_reset(&g_fake);
+        g_fake.grant_delay_ms = 450;
+        atomic_store(&g_fake.ka_mode, KA_GONE);
+        cc__set_transport(c, fake_transport, &g_fake);
+        assert_int_equal(cc_lock_acquire(c, "job", "w", 1000, cases[i].wait_ms, NULL, NULL, &l),
+                         cases[i].want);
+        assert_null(l);
+        assert_non_null(strstr(cc_last_error(), "lease"));
+        assert_true(fake_count(&g_fake, "DELETE", "/v1/lock/job") >= 1);
+        assert_true(fake_count(&g_fake, "DELETE", "/v1/lock/job") ==
+                    fake_count(&g_fake, "POST", "/v1/lock/job"));
+    }
     cc_client_free(c);
 }
 
