@@ -71,6 +71,15 @@ def finish(p, timeout=15):
     return p.returncode, out, err
 
 
+def end_all(*procs):
+    """Ends every process still running (paused ones too): for finally blocks."""
+    for p in procs:
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+            p.wait(timeout=10)
+
+
 def fenced_txn(url, prefix, token, extra_success=()):
     """A write to the protected resource: succeeds only if no newer token wrote first."""
     txn = {"compare": [{"key": prefix + "fence", "target": "value", "op": "<",
@@ -233,11 +242,7 @@ def test_paused_holder_loses_lock_and_its_stale_token_is_fenced(make_cluster, tm
         assert rc_b == 0, err_b
         print(f"hand-off to the waiter {handoff:.2f}s after SIGSTOP (ttl 1.0s)")
     finally:
-        for p in (a, b):
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGCONT)
-                p.kill()
-                p.wait(timeout=10)
+        end_all(a, b)
 
 
 # The child of each contender: read the counter, wait a little, then a txn that
@@ -455,11 +460,7 @@ def test_waiter_paused_through_its_grant_and_deadline_is_not_acquired(make_clust
         assert rc_b == LOCK_EXIT_NOT_ACQUIRED and out_b == "", (rc_b, err_b)
         assert "'L' not acquired: --wait ran out" in err_b, err_b
     finally:
-        for p in (a, b):
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGCONT)
-                p.kill()
-                p.wait(timeout=10)
+        end_all(a, b)
 
 
 def test_twenty_contenders_with_kills_and_pauses(make_cluster, tmp_path):
@@ -596,11 +597,7 @@ def test_elect_campaign_resign_and_observe(make_cluster):
         assert seen[0] is None and seen.index("n1") < seen.index("n2") < len(seen) - 1, seen
         assert all(a != b for a, b in zip(seen, seen[1:])), seen   # changes only
     finally:
-        for p in (obs, e1, e2):
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGCONT)
-                p.kill()
-                p.wait(timeout=10)
+        end_all(obs, e1, e2)
         reader.join(timeout=10)
 
 

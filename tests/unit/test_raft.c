@@ -769,17 +769,24 @@ static void test_leader_commit_counts_only_durable_copies(void **state)
 
 /* ==== ReadIndex ============================================================ */
 
+/* Three nodes, n1 the leader, one entry committed and applied everywhere. */
+static struct th_net *three_settled(uint64_t seed)
+{
+    struct th_net *net = th_net_new(3, seed);
+    th_boot(net, 3);
+    th_elect(net, 1);
+    th_propose(net, 1, "x");
+    th_settle(net, 1, 3, 5);
+    return net;
+}
+
 /* Thesis §6.4: reads are batched. Read 1 starts a heartbeat round at once; reads
  * 2..10 arrive while that round is in flight, so its acks cannot vouch for them
  * (leadership is confirmed as of the round's send time, which predates them).
  * Exactly one more round then serves all nine, each at the commit index it saw. */
 static void test_read_index_batching(void **state)
 {
-    struct th_net *net = th_net_new(3, 6);
-    th_boot(net, 3);
-    th_elect(net, 1);
-    th_propose(net, 1, "x");
-    th_settle(net, 1, 3, 5);
+    struct th_net *net = three_settled(6);
     struct raft *l = th_raft(net, 1);
     struct th_node *n = &net->nodes[1];
     uint64_t commit = raft_commit(l);
@@ -837,11 +844,7 @@ static enum th_verdict count_heartbeats(struct th_net *net, struct raft_msg *m, 
  * round goes to the other follower. */
 static void test_read_round_goes_to_the_fastest_quorum(void **state)
 {
-    struct th_net *net = th_net_new(3, 7);
-    th_boot(net, 3);
-    th_elect(net, 1);
-    th_propose(net, 1, "x");
-    th_settle(net, 1, 3, 5);
+    struct th_net *net = three_settled(7);
     struct raft *l = th_raft(net, 1);
     struct th_node *n = &net->nodes[1];
     th_tick(net, 1, 1); /* a broadcast round, answered by both followers */
