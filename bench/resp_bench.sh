@@ -132,14 +132,39 @@ size() {
 
 median() { sort -g | awk '{v[NR] = $1} END {if (NR) print v[int((NR + 1) / 2)]}'; }
 
+# CPU time the hypervisor gave other guests (the 'steal' column of /proc/stat), summed
+# over each system's measured runs: this VM is shared, and a noisy run shows here.
+steal_ticks() { awk '/^cpu / {print $9 + 0}' /proc/stat 2>/dev/null || echo 0; }
+clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+ncpu=$(nproc 2>/dev/null || echo 1)
+steal_c=0 steal_r=0 wall_c_ms=0 wall_r_ms=0
+timed_rps() { # system(c|r) port n pipe test: rps() that adds its steal and wall time
+    local s0 t0 v dt ds
+    s0=$(steal_ticks)
+    t0=$(date +%s%3N)
+    v=$(rps "$2" "$3" "$4" "$5")
+    dt=$(($(date +%s%3N) - t0))
+    ds=$(($(steal_ticks) - s0))
+    if [ "$1" = c ]; then
+        steal_c=$((steal_c + ds)) wall_c_ms=$((wall_c_ms + dt))
+    else
+        steal_r=$((steal_r + ds)) wall_r_ms=$((wall_r_ms + dt))
+    fi
+    echo "$v"
+}
+steal_pct() { awk -v s="$1" -v w="$2" -v t="$clk_tck" -v n="$ncpu" \
+    'BEGIN {if (w > 0) printf "%.0f", 100 * s / (w / 1000 * t * n); else print 0}'; }
+
 # measure PIPELINE TEST: "conclave_median redis_median", runs alternating between them
 measure() {
     local nc nr i c r cs="" rs=""
     nc=$(size "$leader_resp" "$1" "$2") || return 1
     nr=$(size "$redis_port" "$1" "$2") || return 1
     for ((i = 0; i < reps; i++)); do
-        c=$(rps "$leader_resp" "$nc" "$1" "$2")
-        r=$(rps "$redis_port" "$nr" "$1" "$2")
+        timed_rps c "$leader_resp" "$nc" "$1" "$2" >"$tmp/rps"
+        c=$(cat "$tmp/rps")
+        timed_rps r "$redis_port" "$nr" "$1" "$2" >"$tmp/rps"
+        r=$(cat "$tmp/rps")
         [ -n "$c" ] && [ -n "$r" ] || return 1
         cs+="$c"$'\n'
         rs+="$r"$'\n'
@@ -182,5 +207,6 @@ done
     done
     echo "]}"
 } >"$json"
+echo "resp_bench: hypervisor steal during the measured runs: $(steal_pct "$steal_c" "$wall_c_ms")% of the CPUs (Conclave), $(steal_pct "$steal_r" "$wall_r_ms")% (Redis)"
 echo "resp_bench: results in $json"
 exit "$status"
