@@ -1048,10 +1048,16 @@ static void send_heartbeat(struct raft *r, const struct progress *p)
     m->heartbeat.round = r->round;
 }
 
-static void bcast_heartbeat(struct raft *r)
+/* A new heartbeat round; its send tick is remembered for lease reads. */
+static void start_round(struct raft *r)
 {
     r->round++;
     r->round_tick[r->round % RAFT_ROUNDS_RING] = r->now;
+}
+
+static void bcast_heartbeat(struct raft *r)
+{
+    start_round(r);
     r->bcast_round = r->round;
     r->bcast_acks = 0;
     for (uint32_t i = 0; i < RAFT_SERVERS_MAX; i++) {
@@ -1084,8 +1090,7 @@ static void read_round(struct raft *r)
         bcast_heartbeat(r);
         return;
     }
-    r->round++;
-    r->round_tick[r->round % RAFT_ROUNDS_RING] = r->now;
+    start_round(r);
     for (uint32_t i = 0; i < n; i++)
         send_heartbeat(r, pick[i]);
 }
