@@ -189,7 +189,8 @@ def test_errors_match_redis_server(r, ns, tmp_path):
 
 def test_differential_against_redis_server(r, ns, tmp_path):
     """Random expiry and string commands on a few keys: the same replies as redis-server.
-    TTLs are whole seconds well above the lease minimum, so TTL/EXPIRETIME round alike."""
+    TTLs are whole seconds well above the lease minimum, so EXPIRETIME rounds alike; a
+    positive TTL may differ by one second (each server rounds at its own moment)."""
     proc, ref = start_redis_server(tmp_path)
     try:
         rnd = random.Random(66)
@@ -222,6 +223,11 @@ def test_differential_against_redis_server(r, ns, tmp_path):
         for i in range(800):
             args = one()
             a, b = run_both(r, ref, args)
+            if args[0] == "TTL" and a[0] == b[0] == "ok" and a[1] > 0 and b[1] > 0:
+                # An absolute deadline (EXPIREAT now+7000) is rounded to seconds at the
+                # moment each server answers; the two answers may straddle a boundary.
+                assert abs(a[1] - b[1]) <= 1, f"step {i}: {args!r}: conclave {a!r}, redis {b!r}"
+                continue
             assert a == b, f"step {i}: {args!r}: conclave {a!r}, redis {b!r}"
     finally:
         proc.terminate()
